@@ -1,0 +1,28 @@
+// Package emulator is a local stand-in for the three Google services an OS
+// Login client meets: the OS Login API v1 (oslogin.googleapis.com), the GCE
+// metadata server (including its OAuth token and the VM-side OS Login
+// endpoints the guest's NSS/PAM/sshd helpers call) and Google's OAuth token
+// endpoint for service-account key files. Everything this project promises is
+// checked offline against it, so it follows the wire contract in
+// shared/reference/oslogin-contract.md to the byte: paths with unescaped
+// e-mails, int64 as JSON strings, the SHA-256 fingerprint rule, Google's error
+// envelope and texts, and the guest's pagination and expiry rules.
+//
+// One [Emulator] owns one state (accounts, POSIX accounts, SSH keys, issued
+// tokens, call counters, faults, quota windows, a clock offset) and serves it
+// through a single [http.Handler]:
+//
+//	/v1/...                 OS Login API v1 (Bearer tokens required)
+//	/token                  OAuth 2.0 JWT-bearer grant for service-account keys
+//	/ and /computeMetadata/v1/...
+//	                        metadata server, incl. oslogin/users and oslogin/authorize
+//	/emulator/v1/...        admin API (no auth, loopback callers only)
+//
+// Time comes from an injectable [Clock] plus an offset that [Emulator.Advance]
+// (or the admin API) moves forward, so expiry, purge delays, token lifetimes
+// and quota windows are testable without sleeping.
+//
+// The package also holds the client side used by tests and tools: [AdminClient]
+// for a separately running emulator, and [AuthorizedKeys], the logic of the
+// sshd AuthorizedKeysCommand that plays the VM's guest agent.
+package emulator

@@ -1,0 +1,205 @@
+package emulator
+
+import (
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Options configure New.
+type Options struct {
+	Config Config
+	Clock  Clock        // nil: real time
+	Logger *slog.Logger // nil: discard
+	// Rand returns numbers in [0, 1) for fault rates; nil: math/rand/v2.
+	// Tests inject a sequence to make rates deterministic.
+	Rand func() float64
+}
+
+// Emulator is one emulated project with its VM, identities and services.
+// All methods are safe for concurrent use.
+type Emulator struct {
+	cfg     Config // normalised; accounts live in e.accounts
+	clock   Clock
+	log     *slog.Logger
+	rand    func() float64
+	handler http.Handler
+
+	closeOnce sync.Once
+	closed    chan struct{} // releases stalled and delayed requests
+
+	mu         sync.Mutex
+	offset     time.Duration
+	accounts   []*account // configuration order; [0] is the attached SA if it is one
+	byEmail    map[string]*account
+	tokens     map[string]*accessToken
+	mdsTokens  map[string]string
+	calls      map[string]int
+	faults     []Fault
+	writeQuota int
+	quota      map[string]*quotaWindow
+	refresh    map[string]string // user refresh token → e-mail
+}
+
+// New builds an emulator from opts; the configuration is validated and
+// completed (see Config).
+func New(opts Options) (*Emulator, error) {
+	cfg, err := opts.Config.normalize()
+	if err != nil {
+		return nil, fmt.Errorf("emulator config: %w", err)
+	}
+	e := &Emulator{
+		cfg: cfg, clock: opts.Clock, log: opts.Logger, rand: opts.Rand,
+		closed:  make(chan struct{}),
+		byEmail: map[string]*account{}, tokens: map[string]*accessToken{}, mdsTokens: map[string]string{},
+		calls: map[string]int{}, quota: map[string]*quotaWindow{}, writeQuota: cfg.WriteQuotaPerMinute,
+		refresh: map[string]string{},
+	}
+	if e.clock == nil {
+		e.clock = realClock{}
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.rand == nil {
+		e.rand = rand.Float64
+	}
+	for _, a := range cfg.Accounts {
+		if _, err := e.addAccountLocked(a); err != nil {
+			return nil, fmt.Errorf("emulator config: %w", err)
+		}
+	}
+	e.cfg.Accounts = nil
+	e.handler = e.routes()
+	return e, nil
+}
+
+// Config returns the normalised configuration, with the current accounts.
+func (e *Emulator) Config() Config {
+	c := e.cfg
+	c.Accounts = e.Accounts()
+	c.InstanceScopes = append([]string(nil), c.InstanceScopes...)
+	return c
+}
+
+// Close releases requests held by stall and latency faults so that a server
+// can shut down promptly. The emulator keeps serving other requests.
+func (e *Emulator) Close() {
+	e.closeOnce.Do(func() { close(e.closed) })
+}
+
+// Handler serves all faces of the emulator; see the package documentation.
+func (e *Emulator) Handler() http.Handler { return e.handler }
+
+func (e *Emulator) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/", e.serveAPI)
+	mux.HandleFunc("/token", e.serveToken)
+	mux.HandleFunc("/tokeninfo", e.serveTokenInfo)
+	mux.HandleFunc("/v1/projects/-/serviceAccounts/", e.serveGenerateAccessToken)
+	mux.HandleFunc("/computeMetadata/", e.serveMetadata)
+	mux.HandleFunc("/{$}", e.serveMetadataRoot)
+	mux.Handle("/emulator/v1/", loopbackOnly(e.adminRoutes()))
+	return e.logRequests(mux)
+}
+
+// count records one call of a method, by discovery id or face name.
+func (e *Emulator) count(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls[id]++
+}
+
+// Calls returns how often each method was called since the last reset,
+// failed and faulted calls included. Keys are discovery ids
+// ("users.importSshPublicKey") for the API, "metadata.token",
+// "metadata.get", "metadata.oslogin.users", "metadata.oslogin.authorize"
+// for the metadata server and "oauth2.token" for the token endpoint.
+func (e *Emulator) Calls() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.calls)
+}
+
+// ResetCalls zeroes the call counters.
+func (e *Emulator) ResetCalls() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	clear(e.calls)
+}
+
+// statusRecorder remembers the status for the request log; Unwrap keeps
+// http.ResponseController (hijack for dropped connections) working.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// logRequests logs every request at debug level; the emulator is quiet
+// unless asked.
+func (e *Emulator) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			e.log.Debug("request", "method", r.Method, "uri", r.RequestURI, "status", rec.status,
+				"duration", time.Since(start), "remote", r.RemoteAddr)
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// apiMethod is one OS Login API method by discovery id.
+type apiMethod struct {
+	id    string
+	rpc   string // google.cloud.oslogin.v1.OsLoginService method name
+	write bool
+}
+
+// methodByID describes an OS Login API method by discovery id.
+func methodByID(id string) apiMethod {
+	rpc, write := id, true
+	switch id {
+	case "users.getLoginProfile":
+		rpc, write = "GetLoginProfile", false
+	case "users.sshPublicKeys.get":
+		rpc, write = "GetSshPublicKey", false
+	case "users.importSshPublicKey":
+		rpc = "ImportSshPublicKey"
+	case "users.sshPublicKeys.create":
+		rpc = "CreateSshPublicKey"
+	case "users.sshPublicKeys.patch":
+		rpc = "UpdateSshPublicKey"
+	case "users.sshPublicKeys.delete":
+		rpc = "DeleteSshPublicKey"
+	case "users.projects.delete":
+		rpc = "DeletePosixAccount"
+	case "users.projects.provisionPosixAccount":
+		rpc = "ProvisionPosixAccount"
+	default:
+		write = false
+	}
+	return apiMethod{id: id, rpc: rpc, write: write}
+}
+
+func rpcName(id string) string { return methodByID(id).rpc }
