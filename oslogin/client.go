@@ -1,0 +1,289 @@
+package oslogin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+	"google.golang.org/api/option"
+	oslogin "google.golang.org/api/oslogin/v1"
+)
+
+// defaultCallTimeout bounds one attempt. OS Login's backend deadline is 10 s;
+// a little more leaves room for the network.
+const defaultCallTimeout = 15 * time.Second
+
+// Options configure a Client.
+type Options struct {
+	Account     string             // e-mail of the account whose profile holds the keys; required
+	Project     string             // project whose POSIX account supplies the username; required
+	TokenSource oauth2.TokenSource // required
+	// Endpoint is the OS Login API base URL; empty means Google's. Tests and
+	// the emulator demo point it at oslogin-emulator.
+	Endpoint string
+	// Regions, when set, makes imports return only once the key has reached
+	// these regions, which shortens the wait before VMs there accept it.
+	Regions     []string
+	Backoff     Backoff
+	CallTimeout time.Duration // per attempt; default 15s
+	Logger      *slog.Logger
+	Now         func() time.Time // default time.Now; decides which keys have expired
+}
+
+// Client leases keys to one account's OS Login profile. It implements
+// agent.Registrar and is safe for concurrent use.
+type Client struct {
+	svc         *oslogin.Service
+	account     string
+	project     string
+	user        string // "users/" + account, the resource name every call starts from
+	regions     []string
+	backoff     Backoff
+	callTimeout time.Duration
+	log         *slog.Logger
+	now         func() time.Time
+}
+
+// New builds a Client. It makes no network call.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	if err := checkAccount(opts.Account); err != nil {
+		return nil, err
+	}
+	if opts.Project == "" {
+		return nil, errors.New("oslogin: no project given")
+	}
+	if opts.TokenSource == nil {
+		return nil, errors.New("oslogin: no token source given")
+	}
+	base := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: defaultCallTimeout,
+	}
+	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.ReuseTokenSource(nil, opts.TokenSource), Base: base}}
+	svcOpts := []option.ClientOption{option.WithHTTPClient(hc)}
+	if opts.Endpoint != "" {
+		svcOpts = append(svcOpts, option.WithEndpoint(strings.TrimSuffix(opts.Endpoint, "/")+"/"))
+	}
+	svc, err := oslogin.NewService(ctx, svcOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("oslogin: create API client: %w", err)
+	}
+	c := &Client{
+		svc:         svc,
+		account:     opts.Account,
+		project:     opts.Project,
+		user:        "users/" + opts.Account,
+		regions:     opts.Regions,
+		backoff:     opts.Backoff.withDefaults(),
+		callTimeout: opts.CallTimeout,
+		log:         opts.Logger,
+		now:         opts.Now,
+	}
+	if c.callTimeout <= 0 {
+		c.callTimeout = defaultCallTimeout
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+// Account is the e-mail whose profile the client manages.
+func (c *Client) Account() string { return c.account }
+
+// Project is the project whose POSIX account supplies the username.
+func (c *Client) Project() string { return c.project }
+
+// Register imports authorizedKey with the given expiry and returns the POSIX
+// username for the project. It checks that the returned profile really holds
+// the key, and when the profile is full it deletes this account's expired
+// keys and tries once more.
+func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time.Time) (string, error) {
+	fp := Fingerprint(authorizedKey)
+	resp, err := c.importKey(ctx, authorizedKey, expiry)
+	if isProfileFull(err) {
+		n, perr := c.PruneExpired(ctx)
+		if perr != nil {
+			return "", fmt.Errorf("oslogin: import key: the login profile is full, and deleting expired keys failed: %w", perr)
+		}
+		if n == 0 {
+			return "", fmt.Errorf("oslogin: import key: the login profile of %s is full and holds no expired keys; "+
+				"delete keys that never expire (gcloud compute os-login ssh-keys list / remove): %w", c.account, err)
+		}
+		c.log.Info("login profile was full; deleted expired keys and importing again", "deleted", n)
+		resp, err = c.importKey(ctx, authorizedKey, expiry)
+	}
+	if err != nil {
+		return "", c.explain("import key", err)
+	}
+	profile := resp.LoginProfile
+	if profile == nil {
+		profile = &oslogin.LoginProfile{}
+	}
+	if _, ok := profile.SshPublicKeys[fp]; !ok {
+		if resp.Details != "" {
+			return "", fmt.Errorf("oslogin: import key: %w (OS Login says: %s)", ErrKeyManagementBlocked, resp.Details)
+		}
+		return "", fmt.Errorf("oslogin: import key: %w", ErrKeyManagementBlocked)
+	}
+	username, err := pickUsername(profile, c.project)
+	if err != nil {
+		// Leave nothing behind that no one will use.
+		if rerr := c.Revoke(ctx, authorizedKey); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return "", err
+	}
+	return username, nil
+}
+
+func (c *Client) importKey(ctx context.Context, authorizedKey string, expiry time.Time) (*oslogin.ImportSshPublicKeyResponse, error) {
+	key := &oslogin.SshPublicKey{Key: authorizedKey, ExpirationTimeUsec: usec(expiry)}
+	var resp *oslogin.ImportSshPublicKeyResponse
+	err := c.retry(ctx, "import key", func(ctx context.Context) error {
+		call := c.svc.Users.ImportSshPublicKey(c.user, key).ProjectId(c.project).Context(ctx)
+		if len(c.regions) > 0 {
+			call = call.Regions(c.regions...)
+		}
+		var err error
+		resp, err = call.Do()
+		return err
+	})
+	return resp, err
+}
+
+// Extend moves the key's expiry. The key keeps its fingerprint, so VMs that
+// already know it need no time to learn it again. If OS Login has lost the
+// key meanwhile (purged, or deleted by someone), it is imported again.
+func (c *Client) Extend(ctx context.Context, authorizedKey string, expiry time.Time) error {
+	name := c.user + "/sshPublicKeys/" + Fingerprint(authorizedKey)
+	key := &oslogin.SshPublicKey{Key: authorizedKey, ExpirationTimeUsec: usec(expiry)}
+	err := c.retry(ctx, "extend key", func(ctx context.Context) error {
+		_, err := c.svc.Users.SshPublicKeys.Patch(name, key).UpdateMask("expirationTimeUsec").Context(ctx).Do()
+		return err
+	})
+	if isNotFound(err) {
+		c.log.Warn("key vanished from the login profile; importing it again", "fingerprint", Fingerprint(authorizedKey))
+		_, err = c.Register(ctx, authorizedKey, expiry)
+		return err
+	}
+	if err != nil {
+		return c.explain("extend key", err)
+	}
+	return nil
+}
+
+// Revoke deletes the key from the profile. A key that is already gone
+// (404) counts as deleted.
+func (c *Client) Revoke(ctx context.Context, authorizedKey string) error {
+	name := c.user + "/sshPublicKeys/" + Fingerprint(authorizedKey)
+	err := c.retry(ctx, "delete key", func(ctx context.Context) error {
+		_, err := c.svc.Users.SshPublicKeys.Delete(name).Context(ctx).Do()
+		return err
+	})
+	if err != nil && !isNotFound(err) {
+		return c.explain("delete key", err)
+	}
+	return nil
+}
+
+// PruneExpired deletes the keys on the profile whose expiry has passed and
+// returns how many it deleted. Keys without an expiry are never touched:
+// someone put them there on purpose.
+func (c *Client) PruneExpired(ctx context.Context) (int, error) {
+	var profile *oslogin.LoginProfile
+	err := c.retry(ctx, "get login profile", func(ctx context.Context) error {
+		var err error
+		profile, err = c.svc.Users.GetLoginProfile(c.user).ProjectId(c.project).Context(ctx).Do()
+		return err
+	})
+	if err != nil {
+		return 0, c.explain("get login profile", err)
+	}
+	now := c.now().UnixMicro()
+	n := 0
+	for fp, key := range profile.SshPublicKeys {
+		if key.ExpirationTimeUsec == 0 || key.ExpirationTimeUsec > now {
+			continue
+		}
+		name := c.user + "/sshPublicKeys/" + fp
+		err := c.retry(ctx, "delete expired key", func(ctx context.Context) error {
+			_, err := c.svc.Users.SshPublicKeys.Delete(name).Context(ctx).Do()
+			return err
+		})
+		if err != nil && !isNotFound(err) {
+			return n, c.explain("delete expired key", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// retry runs fn until it succeeds, fails for good, runs out of attempts, or
+// ctx ends. Each attempt gets its own deadline.
+func (c *Client) retry(ctx context.Context, op string, fn func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, c.callTimeout)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		again, wait := retryable(err)
+		if !again || attempt >= c.backoff.Attempts || ctx.Err() != nil {
+			return err
+		}
+		wait = max(wait, c.backoff.delay(attempt))
+		c.log.Warn("OS Login call failed; retrying", "op", op, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+		if serr := sleep(ctx, wait); serr != nil {
+			return err
+		}
+	}
+}
+
+// usec is OS Login's expirationTimeUsec; the zero time means no expiry.
+func usec(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// pickUsername chooses the POSIX account logins use: the primary Linux
+// account of the project, else the project's first account, else the first
+// one at all. The VM reads the account the metadata server lists first,
+// which for the VM's project is that same account.
+func pickUsername(p *oslogin.LoginProfile, project string) (string, error) {
+	linux := func(a *oslogin.PosixAccount) bool {
+		return a.OperatingSystemType == "" || a.OperatingSystemType == "LINUX" ||
+			a.OperatingSystemType == "OPERATING_SYSTEM_TYPE_UNSPECIFIED"
+	}
+	tests := []func(a *oslogin.PosixAccount) bool{
+		func(a *oslogin.PosixAccount) bool { return a.Primary && linux(a) && a.AccountId == project },
+		func(a *oslogin.PosixAccount) bool { return a.Primary && linux(a) },
+		func(a *oslogin.PosixAccount) bool { return linux(a) && a.AccountId == project },
+		linux,
+	}
+	for _, ok := range tests {
+		for _, a := range p.PosixAccounts {
+			if a != nil && a.Username != "" && ok(a) {
+				return a.Username, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("oslogin: the login profile has no Linux POSIX account for project %s", project)
+}

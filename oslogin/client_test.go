@@ -1,0 +1,324 @@
+package oslogin_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator/emulatortest"
+	"github.com/oslogin-agent/oslogin-agent/oslogin"
+)
+
+const (
+	writeScope = "https://www.googleapis.com/auth/cloud-platform"
+	line       = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl oslogin-agent@test"
+)
+
+// fixture is an emulator and a client acting as its attached service account.
+type fixture struct {
+	srv    *emulatortest.Server
+	email  string
+	client *oslogin.Client
+}
+
+func newFixture(t *testing.T, mutate func(*emulator.Config), scopes ...string) *fixture {
+	t.Helper()
+	cfg := emulator.DefaultConfig()
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	srv := emulatortest.Start(t, cfg)
+	email := cfg.Accounts[0].Email
+	if len(scopes) == 0 {
+		scopes = []string{writeScope}
+	}
+	tok, err := srv.Emulator.MintToken(email, scopes...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := oslogin.New(context.Background(), oslogin.Options{
+		Account: email, Project: cfg.ProjectID, Endpoint: srv.URL,
+		TokenSource: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tok}),
+		Backoff:     oslogin.Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{srv: srv, email: email, client: c}
+}
+
+func (f *fixture) keys() []emulator.Key { return f.srv.Emulator.Keys(f.email) }
+
+func TestRegisterExtendRevoke(t *testing.T) {
+	f := newFixture(t, func(c *emulator.Config) { c.Accounts[0].UniqueID = "123456789012345678901" })
+	ctx := context.Background()
+	expiry := time.Now().Add(10 * time.Minute).Truncate(time.Microsecond)
+
+	user, err := f.client.Register(ctx, line, expiry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "sa_123456789012345678901" {
+		t.Fatalf("username %q, want sa_123456789012345678901", user)
+	}
+	keys := f.keys()
+	if len(keys) != 1 || keys[0].Key != line || !keys[0].Expiry.Equal(expiry) {
+		t.Fatalf("OS Login holds %+v; want exactly %q expiring %v", keys, line, expiry)
+	}
+	if keys[0].Fingerprint != oslogin.Fingerprint(line) {
+		t.Fatalf("emulator fingerprint %s, local %s", keys[0].Fingerprint, oslogin.Fingerprint(line))
+	}
+
+	later := expiry.Add(5 * time.Minute)
+	if err := f.client.Extend(ctx, line, later); err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.keys(); len(keys) != 1 || !keys[0].Expiry.Equal(later) {
+		t.Fatalf("after Extend OS Login holds %+v; want expiry %v", keys, later)
+	}
+	if n := f.srv.Emulator.Calls()["users.sshPublicKeys.patch"]; n != 1 {
+		t.Fatalf("Extend made %d patch calls, want 1", n)
+	}
+
+	if err := f.client.Revoke(ctx, line); err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.keys(); len(keys) != 0 {
+		t.Fatalf("after Revoke OS Login holds %+v", keys)
+	}
+	if err := f.client.Revoke(ctx, line); err != nil {
+		t.Fatalf("revoking a key that is gone: %v", err)
+	}
+}
+
+func TestExtendReimportsAVanishedKey(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	expiry := time.Now().Add(time.Minute).Truncate(time.Microsecond)
+	if _, err := f.client.Register(ctx, line, expiry); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.client.Revoke(ctx, line); err != nil { // someone deletes it behind the agent's back
+		t.Fatal(err)
+	}
+	if err := f.client.Extend(ctx, line, expiry.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.keys(); len(keys) != 1 || !keys[0].Expiry.Equal(expiry.Add(time.Minute)) {
+		t.Fatalf("OS Login holds %+v after extending a vanished key", keys)
+	}
+}
+
+func TestRegisterRefusals(t *testing.T) {
+	ctx := context.Background()
+	expiry := time.Now().Add(time.Minute)
+	tests := []struct {
+		name    string
+		setup   func(f *fixture)
+		scopes  []string
+		want    error
+		wantMsg string
+	}{
+		{
+			name: "policy blocks key management",
+			setup: func(f *fixture) {
+				f.srv.Emulator.SetFault(emulator.Fault{Methods: "users.importSshPublicKey", BlockKeyManagement: true})
+			},
+			want:    oslogin.ErrKeyManagementBlocked,
+			wantMsg: "administrator policy",
+		},
+		{
+			name:    "token without a write scope",
+			scopes:  []string{"https://www.googleapis.com/auth/compute.readonly"},
+			want:    oslogin.ErrScopes,
+			wantMsg: "cloud-platform",
+		},
+		{
+			name:    "permanent 403",
+			setup:   func(f *fixture) { f.srv.Emulator.SetFault(emulator.Fault{Methods: "write", Status: 403}) },
+			want:    oslogin.ErrPermission,
+			wantMsg: "roles/compute.osLogin",
+		},
+		{
+			name:    "bad request",
+			setup:   func(f *fixture) { f.srv.Emulator.SetFault(emulator.Fault{Methods: "write", Status: 400}) },
+			wantMsg: "Error 400",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil, tc.scopes...)
+			if tc.setup != nil {
+				tc.setup(f)
+			}
+			_, err := f.client.Register(ctx, line, expiry)
+			if err == nil {
+				t.Fatal("Register succeeded")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("error %v; want %v", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("error %q does not mention %q", err, tc.wantMsg)
+			}
+			if n := f.srv.Emulator.Calls()["users.importSshPublicKey"]; n != 1 {
+				t.Fatalf("%d import attempts; a refusal must not be retried", n)
+			}
+			if keys := f.keys(); len(keys) != 0 {
+				t.Fatalf("a refused registration left keys behind: %+v", keys)
+			}
+		})
+	}
+}
+
+func TestRegisterWithAnotherAccountsToken(t *testing.T) {
+	cfg := emulator.DefaultConfig()
+	other := emulator.Account{Email: "other@emulator-project.iam.gserviceaccount.com", ServiceAccount: true, Login: true}
+	cfg.Accounts = append(cfg.Accounts, other)
+	srv := emulatortest.Start(t, cfg)
+	tok, err := srv.Emulator.MintToken(other.Email, writeScope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := oslogin.New(context.Background(), oslogin.Options{
+		Account: cfg.Accounts[0].Email, Project: cfg.ProjectID, Endpoint: srv.URL,
+		TokenSource: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tok}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Register(context.Background(), line, time.Now().Add(time.Minute))
+	if !errors.Is(err, oslogin.ErrPermission) {
+		t.Fatalf("error %v; want ErrPermission", err)
+	}
+}
+
+func TestUnknownTokenIsUnauthenticated(t *testing.T) {
+	srv := emulatortest.Start(t, emulator.DefaultConfig())
+	c, err := oslogin.New(context.Background(), oslogin.Options{
+		Account: emulator.DefaultConfig().Accounts[0].Email, Project: "emulator-project", Endpoint: srv.URL,
+		TokenSource: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "ya29.not-issued-by-anyone"}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Register(context.Background(), line, time.Now().Add(time.Minute))
+	if !errors.Is(err, oslogin.ErrUnauthenticated) {
+		t.Fatalf("error %v; want ErrUnauthenticated", err)
+	}
+}
+
+func TestTransientFaultsAreRetried(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault emulator.Fault
+	}{
+		{"503", emulator.Fault{Methods: "write", Status: 503}},
+		{"500", emulator.Fault{Methods: "write", Status: 500}},
+		{"429", emulator.Fault{Methods: "write", Status: 429}},
+		{"dropped connection", emulator.Fault{Methods: "write", Drop: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			f.srv.Emulator.SetFault(tc.fault)
+			go func() {
+				time.Sleep(150 * time.Millisecond)
+				f.srv.Emulator.ClearFaults()
+			}()
+			if _, err := f.client.Register(context.Background(), line, time.Now().Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.srv.Emulator.Calls()["users.importSshPublicKey"]; n < 2 {
+				t.Fatalf("%d import attempts; want retries", n)
+			}
+			if len(f.keys()) != 1 {
+				t.Fatal("the key is not registered after the retries")
+			}
+		})
+	}
+}
+
+func TestRetryAfterIsHonoured(t *testing.T) {
+	f := newFixture(t, nil)
+	f.srv.Emulator.SetFault(emulator.Fault{Methods: "write", Status: 429, RetryAfter: time.Second})
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		f.srv.Emulator.ClearFaults()
+	}()
+	start := time.Now()
+	if _, err := f.client.Register(context.Background(), line, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < 900*time.Millisecond {
+		t.Fatalf("retried after %v; the server asked for 1s", waited)
+	}
+}
+
+func TestRetryStopsWithTheContext(t *testing.T) {
+	f := newFixture(t, nil)
+	f.srv.Emulator.SetFault(emulator.Fault{Methods: "write", Status: 503})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := f.client.Register(ctx, line, time.Now().Add(time.Minute))
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("error %v; want the last 503", err)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("Register gave up before its context ended")
+	}
+}
+
+func TestProfileFullPrunesExpiredKeys(t *testing.T) {
+	// Room for exactly eight old keys: the new one does not fit beside them.
+	oldLen := len(fmt.Sprintf("%s-old-%d", line, 0))
+	f := newFixture(t, func(c *emulator.Config) {
+		c.ProfileLimit = 8 * oldLen
+		c.PurgeDelay = time.Hour
+	})
+	ctx := context.Background()
+	past := time.Now().Add(-time.Minute)
+	for i := 0; i < 8; i++ {
+		old := fmt.Sprintf("%s-old-%d", line, i)
+		if _, err := f.client.Register(ctx, old, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.srv.Emulator.ResetCalls()
+	if _, err := f.client.Register(ctx, line, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	keys := f.keys()
+	if len(keys) != 1 || keys[0].Key != line {
+		t.Fatalf("after pruning OS Login holds %d keys; want only the new one", len(keys))
+	}
+	calls := f.srv.Emulator.Calls()
+	if calls["users.sshPublicKeys.delete"] != 8 || calls["users.importSshPublicKey"] != 2 {
+		t.Fatalf("calls %v; want 8 deletes and one retried import", calls)
+	}
+}
+
+func TestProfileFullOfPermanentKeys(t *testing.T) {
+	f := newFixture(t, func(c *emulator.Config) { c.ProfileLimit = 300 })
+	ctx := context.Background()
+	// A key without expiry, as a person might have added by hand.
+	if _, err := f.client.Register(ctx, line+"-permanent-1", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.client.Register(ctx, line+"-permanent-2", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.client.Register(ctx, line, time.Now().Add(time.Minute))
+	if err == nil || !strings.Contains(err.Error(), "32 KiB") || !strings.Contains(err.Error(), "no expired keys") {
+		t.Fatalf("error %v; want the profile-full message", err)
+	}
+	if n := len(f.keys()); n != 2 {
+		t.Fatalf("%d keys; the permanent ones must be left alone", n)
+	}
+}
