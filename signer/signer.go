@@ -1,0 +1,266 @@
+// Package signer owns the agent's private keys. It generates them in memory
+// with crypto/rand, signs with them, and destroys them; nothing leaves the
+// package but public keys and signatures.
+//
+// # Non-exportable by construction
+//
+// A [Key] has no exported field and no method that returns private material.
+// Its String, GoString, Format (every fmt verb), MarshalText (and so
+// encoding/json) and LogValue (log/slog) all print the same safe text: the
+// key type and its SHA256 fingerprint. There is no constructor from existing
+// key material either: every key is born here and dies here.
+//
+// # What Destroy can and cannot do
+//
+// [Key.Destroy] overwrites the private key bytes this package holds (the
+// ed25519 seed and public half, the ECDSA scalar, the RSA private exponent,
+// primes and CRT values, word by word through big.Int.Bits) and drops every
+// reference to them. After Destroy, signing fails with [ErrDestroyed].
+//
+// Go gives no stronger guarantee than that, and this package does not claim
+// one:
+//   - The garbage collector may have moved or copied heap objects before
+//     Destroy ran, and big.Int arithmetic leaves intermediate values in
+//     memory that is freed, not cleared.
+//   - The standard library keeps its own representation of a key: crypto/ed25519
+//     and crypto/ecdsa cache an internal FIPS-module copy per key until some
+//     time after the key becomes unreachable, and crypto/rsa stores one in an
+//     unexported field of PrecomputedValues. Those copies are released to the
+//     garbage collector, not zeroed.
+//   - Signing puts key-dependent values on goroutine stacks, which Go neither
+//     clears nor lets us clear.
+//   - Without mlock (see the agent package's Harden) pages may reach swap, and
+//     a core dump or a debugger attached as the same user sees everything.
+//
+// Destroy therefore shortens the time key material is present in memory; it
+// does not make memory forensics impossible.
+package signer
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// ErrDestroyed is returned by the signing methods of a destroyed Key.
+var ErrDestroyed = errors.New("signer: key destroyed")
+
+// Key is a private key held in memory. It implements [ssh.Signer] and
+// [ssh.AlgorithmSigner]. Signing is safe for concurrent use and concurrent
+// signatures do not wait for each other; only Destroy waits for signatures
+// in progress.
+type Key struct {
+	typ KeyType
+	pub ssh.PublicKey
+	fp  string
+
+	// mu is read-held while signing and write-held by Destroy, so that key
+	// material is never wiped under a signature in progress.
+	mu        sync.RWMutex
+	destroyed bool
+	priv      crypto.Signer // the standard library key; never returned
+	signer    ssh.AlgorithmSigner
+	wipe      func()
+}
+
+// Compile-time checks of the interfaces Key promises.
+var (
+	_ ssh.Signer          = (*Key)(nil)
+	_ ssh.AlgorithmSigner = (*Key)(nil)
+	_ fmt.Formatter       = (*Key)(nil)
+	_ fmt.Stringer        = (*Key)(nil)
+	_ fmt.GoStringer      = (*Key)(nil)
+	_ slog.LogValuer      = (*Key)(nil)
+)
+
+// Generate creates a new key of type t from crypto/rand.
+func Generate(t KeyType) (*Key, error) {
+	var (
+		priv crypto.Signer
+		wipe func()
+	)
+	switch t {
+	case Ed25519:
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("signer: generate %s key: %w", t, err)
+		}
+		priv, wipe = k, func() { clear(k) }
+	case ECDSAP256, ECDSAP384:
+		curve := elliptic.P256()
+		if t == ECDSAP384 {
+			curve = elliptic.P384()
+		}
+		k, err := ecdsa.GenerateKey(curve, rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("signer: generate %s key: %w", t, err)
+		}
+		priv, wipe = k, func() { wipeInt(k.D) }
+	case RSA3072, RSA4096:
+		bits := 3072
+		if t == RSA4096 {
+			bits = 4096
+		}
+		k, err := rsa.GenerateKey(rand.Reader, bits)
+		if err != nil {
+			return nil, fmt.Errorf("signer: generate %s key: %w", t, err)
+		}
+		priv, wipe = k, func() { wipeRSA(k) }
+	default:
+		return nil, fmt.Errorf("signer: cannot generate key of type %v (valid types: %s)", t, validNames())
+	}
+	s, err := ssh.NewSignerFromSigner(priv)
+	if err != nil {
+		wipe()
+		return nil, fmt.Errorf("signer: wrap %s key: %w", t, err)
+	}
+	as, ok := s.(ssh.AlgorithmSigner)
+	if !ok {
+		wipe()
+		return nil, fmt.Errorf("signer: %s signer does not support signature algorithms", t)
+	}
+	return &Key{
+		typ:    t,
+		pub:    s.PublicKey(),
+		fp:     ssh.FingerprintSHA256(s.PublicKey()),
+		priv:   priv,
+		signer: as,
+		wipe:   wipe,
+	}, nil
+}
+
+// Type returns the key's type.
+func (k *Key) Type() KeyType { return k.typ }
+
+// PublicKey returns the public half of the key. It stays valid after Destroy.
+func (k *Key) PublicKey() ssh.PublicKey { return k.pub }
+
+// Fingerprint returns the OpenSSH SHA256 fingerprint, "SHA256:" followed by
+// unpadded base64, as ssh-add -l prints it.
+func (k *Key) Fingerprint() string { return k.fp }
+
+// Sign signs data with the algorithm that matches the key's format, as the
+// ssh.Signer contract requires: ssh-ed25519, ecdsa-sha2-nistp256/384, and
+// for RSA keys ssh-rsa, that is RSA with SHA-1. That is also what an OpenSSH
+// agent does for a sign request without flags; current OpenSSH clients
+// always set a flag asking for rsa-sha2-256 or rsa-sha2-512, and callers
+// that can choose should use SignWithAlgorithm.
+func (k *Key) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
+	return k.SignWithAlgorithm(r, data, "")
+}
+
+// SignWithAlgorithm signs data with the named signature algorithm. An empty
+// algorithm means the key's default (see Sign). RSA keys accept
+// rsa-sha2-512, rsa-sha2-256 and ssh-rsa; other keys accept only their own
+// format. A nil r means crypto/rand.
+func (k *Key) SignWithAlgorithm(r io.Reader, data []byte, algorithm string) (*ssh.Signature, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.destroyed {
+		return nil, fmt.Errorf("%w: %s %s", ErrDestroyed, k.typ, k.fp)
+	}
+	sig, err := k.signer.SignWithAlgorithm(r, data, algorithm)
+	if err != nil {
+		return nil, fmt.Errorf("signer: sign with %s %s: %w", k.typ, k.fp, err)
+	}
+	return sig, nil
+}
+
+// Destroy overwrites the private key material and makes every later
+// signature fail with ErrDestroyed. It waits for signatures in progress and
+// is safe to call more than once. See the package documentation for what Go
+// cannot guarantee about copies of the key.
+func (k *Key) Destroy() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.destroyed {
+		return
+	}
+	k.destroyed = true
+	k.wipe()
+	k.wipe = nil
+	k.priv = nil
+	k.signer = nil
+}
+
+// Destroyed reports whether Destroy has been called.
+func (k *Key) Destroyed() bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.destroyed
+}
+
+// String returns the key type and fingerprint, e.g.
+// "ed25519 SHA256:...", and nothing else.
+func (k *Key) String() string {
+	if k == nil {
+		return "<nil signer.Key>"
+	}
+	return k.typ.String() + " " + k.fp
+}
+
+// GoString returns the same text as String, so %#v cannot reach the
+// unexported fields.
+func (k *Key) GoString() string { return k.String() }
+
+// Format implements fmt.Formatter: every verb, including %v, %+v, %#v, %s,
+// %q and %x, prints the String text and nothing else.
+func (k *Key) Format(f fmt.State, verb rune) {
+	_, _ = io.WriteString(f, k.String())
+}
+
+// MarshalText implements encoding.TextMarshaler with the String text, so
+// encoding/json and similar encoders print the identity, never the key.
+func (k *Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// LogValue implements slog.LogValuer: a group with the key type and
+// fingerprint.
+func (k *Key) LogValue() slog.Value {
+	if k == nil {
+		return slog.StringValue("<nil signer.Key>")
+	}
+	return slog.GroupValue(
+		slog.String("type", k.typ.String()),
+		slog.String("fingerprint", k.fp),
+	)
+}
+
+// wipeInt overwrites the words of x and leaves it zero.
+func wipeInt(x *big.Int) {
+	if x == nil {
+		return
+	}
+	clear(x.Bits())
+	x.SetInt64(0)
+}
+
+// wipeRSA overwrites every private value of an RSA key that is reachable
+// through exported fields.
+func wipeRSA(k *rsa.PrivateKey) {
+	wipeInt(k.D)
+	for _, p := range k.Primes {
+		wipeInt(p)
+	}
+	wipeInt(k.Precomputed.Dp)
+	wipeInt(k.Precomputed.Dq)
+	wipeInt(k.Precomputed.Qinv)
+	for i := range k.Precomputed.CRTValues {
+		wipeInt(k.Precomputed.CRTValues[i].Exp)
+		wipeInt(k.Precomputed.CRTValues[i].Coeff)
+		wipeInt(k.Precomputed.CRTValues[i].R)
+	}
+}
