@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// Argon2id parameters for the lock passphrase hash: OWASP's minimum
+// recommendation (19 MiB, 2 passes, 1 lane). The hash only has to make a
+// memory dump of a locked agent expensive to turn back into the passphrase.
+const (
+	lockSaltLen = 16
+	lockHashLen = 32
+	lockTime    = 2
+	lockMemKiB  = 19 * 1024
+	lockThreads = 1
+
+	// maxUnlockFailures caps the growing delay, as OpenSSH does: 100
+	// failures of 0.1s each give at most 10s.
+	maxUnlockFailures = 100
+)
+
+// lockState implements lock and unlock as OpenSSH's agent does: the
+// passphrase is kept only as a salted hash and compared in constant time,
+// an empty passphrase is refused, locking a locked agent fails, and each
+// failed unlock is answered after a delay that grows by one step per
+// failure. While locked, List is empty and signing fails.
+type lockState struct {
+	locked atomic.Bool // read without mu on every List and Sign
+
+	mu       sync.Mutex
+	salt     []byte
+	hash     []byte
+	failures int
+}
+
+func (l *lockState) isLocked() bool { return l.locked.Load() }
+
+func hashPassphrase(passphrase, salt []byte) []byte {
+	return argon2.IDKey(passphrase, salt, lockTime, lockMemKiB, lockThreads, lockHashLen)
+}
+
+// lock locks with passphrase and wipes the caller's copy of it.
+func (l *lockState) lock(passphrase []byte) error {
+	defer clear(passphrase)
+	if len(passphrase) == 0 {
+		return errors.New("agent: refusing to lock with an empty passphrase")
+	}
+	if l.isLocked() {
+		return errors.New("agent: already locked")
+	}
+	salt := make([]byte, lockSaltLen)
+	if _, err := rand.Read(salt); err != nil {
+		return err
+	}
+	hash := hashPassphrase(passphrase, salt)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.isLocked() {
+		return errors.New("agent: already locked")
+	}
+	l.salt, l.hash, l.failures = salt, hash, 0
+	l.locked.Store(true)
+	return nil
+}
+
+// unlock unlocks if passphrase matches. On a mismatch it waits
+// failures*step (at most maxUnlockFailures steps) before returning, without
+// holding any lock, so other connections keep working; ctx cuts the wait
+// short when the connection is shut down. It returns the failure count.
+func (l *lockState) unlock(ctx context.Context, passphrase []byte, step time.Duration) (int, error) {
+	defer clear(passphrase)
+	l.mu.Lock()
+	if !l.isLocked() {
+		l.mu.Unlock()
+		return 0, errors.New("agent: not locked")
+	}
+	salt, want := l.salt, l.hash
+	l.mu.Unlock()
+
+	// Hash outside the lock: Argon2 is deliberately slow.
+	got := hashPassphrase(passphrase, salt)
+
+	l.mu.Lock()
+	// Compare with the current hash: another connection may have unlocked
+	// and locked again meanwhile, and then want is stale.
+	if l.isLocked() && subtle.ConstantTimeCompare(got, want) == 1 && subtle.ConstantTimeCompare(want, l.hash) == 1 {
+		clear(l.hash)
+		l.salt, l.hash, l.failures = nil, nil, 0
+		l.locked.Store(false)
+		l.mu.Unlock()
+		return 0, nil
+	}
+	if l.failures < maxUnlockFailures {
+		l.failures++
+	}
+	failures := l.failures
+	l.mu.Unlock()
+
+	t := time.NewTimer(time.Duration(failures) * step)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return failures, errors.New("agent: incorrect passphrase")
+}
