@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"html"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -179,12 +180,7 @@ func (e *Emulator) serveServiceAccounts(w http.ResponseWriter, r *http.Request, 
 	case "token":
 		scopes := e.cfg.InstanceScopes
 		if s := r.URL.Query().Get("scopes"); s != "" {
-			scopes = nil
-			for _, sc := range strings.Split(s, ",") {
-				if sc = strings.TrimSpace(sc); sc != "" {
-					scopes = append(scopes, sc)
-				}
-			}
+			scopes = grantableScopes(strings.Split(s, ","), e.cfg.InstanceScopes)
 		}
 		e.mu.Lock()
 		tok, exp := e.metadataTokenLocked(sa, scopes)
@@ -194,4 +190,33 @@ func (e *Emulator) serveServiceAccounts(w http.ResponseWriter, r *http.Request, 
 	default:
 		metadataNotFound(w)
 	}
+}
+
+// grantableScopes narrows a token request to the VM's access scopes: a VM's
+// token never carries more than the instance was given, whatever the caller
+// asks for. cloud-platform covers every scope, and a write scope covers its
+// read-only twin. When nothing requested is granted the token carries the
+// instance's scopes, and the API call that needed more fails with 403.
+func grantableScopes(requested, instance []string) []string {
+	covers := func(have, want string) bool {
+		return have == want || have == ScopeCloudPlatform ||
+			(have == ScopeCompute && want == ScopeComputeReadOnly)
+	}
+	var out []string
+	for _, want := range requested {
+		want = strings.TrimSpace(want)
+		if want == "" || slices.Contains(out, want) {
+			continue
+		}
+		for _, have := range instance {
+			if covers(have, want) {
+				out = append(out, want)
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return slices.Clone(instance)
+	}
+	return out
 }

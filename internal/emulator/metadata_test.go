@@ -117,6 +117,27 @@ func TestMetadataToken(t *testing.T) {
 	}
 }
 
+// TestMetadataTokenScopesAreTheVMs: a VM whose access scopes are read-only
+// cannot get a write token by asking for one, as on GCE.
+func TestMetadataTokenScopesAreTheVMs(t *testing.T) {
+	cfg := testConfig()
+	cfg.InstanceScopes = []string{emulator.ScopeComputeReadOnly}
+	srv := emulatortest.Start(t, cfg)
+	_, _, body := mdGet(t, srv, "instance/service-accounts/default/token?scopes="+emulator.ScopeCloudPlatform)
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal([]byte(body), &tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := importKey(sshKey(t, 42, ""))(service(t, srv, tok.AccessToken), saEmail); apiError(t, err).Code != 403 {
+		t.Errorf("write with a token from a read-only VM: %v", err)
+	}
+	if err := getProfile(service(t, srv, tok.AccessToken), saEmail); err != nil {
+		t.Errorf("read with the VM's read-only scope: %v", err)
+	}
+}
+
 // TestMetadataClient uses cloud.google.com/go/compute/metadata itself.
 func TestMetadataClient(t *testing.T) {
 	srv := emulatortest.Start(t, testConfig())
