@@ -45,6 +45,7 @@ func (c *Client) explain(op string, err error) error {
 	if !errors.As(err, &gerr) {
 		return fmt.Errorf("oslogin: %s: %w", op, err)
 	}
+	err = apiError{gerr}
 	switch gerr.Code {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("oslogin: %s: %w: the token for %s was refused (expired, revoked or not for this service); "+
@@ -74,3 +75,18 @@ func insufficientScopes(gerr *googleapi.Error) bool {
 	}
 	return false
 }
+
+// apiError prints a Google API error on one line, as a command-line tool's
+// error must be; googleapi.Error appends its details on further lines. The
+// original stays reachable with errors.As.
+type apiError struct{ err *googleapi.Error }
+
+func (e apiError) Error() string {
+	msg := fmt.Sprintf("googleapi: Error %d: %s", e.err.Code, strings.Join(strings.Fields(e.err.Message), " "))
+	if len(e.err.Errors) == 1 && e.err.Errors[0].Reason != "" {
+		msg += ", " + e.err.Errors[0].Reason
+	}
+	return msg
+}
+
+func (e apiError) Unwrap() error { return e.err }

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// readyFDEnv tells a re-executed agent that it is the background half and
+// which file descriptor reports its readiness to the foreground half.
+const readyFDEnv = "OSLOGIN_AGENT_READY_FD"
+
+// readiness is what the background agent tells the process that started it:
+// either where it serves, or why it could not.
+type readiness struct {
+	Socket string `json:"socket,omitempty"`
+	PID    int    `json:"pid,omitempty"`
+	User   string `json:"user,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+func daemonReadyFD() (int, bool) {
+	v := os.Getenv(readyFDEnv)
+	if v == "" {
+		return 0, false
+	}
+	os.Unsetenv(readyFDEnv)
+	fd, err := strconv.Atoi(v)
+	return fd, err == nil && fd > 2
+}
+
+// startDaemon starts the agent in the background and returns once its first
+// key is registered and its socket answers, printing the shell variables.
+// Go cannot fork, so the agent re-executes itself in a new session and
+// reports back through a pipe.
+func startDaemon(cfg *config, args []string, stdout io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("readiness pipe: %w", err)
+	}
+	defer r.Close()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("start background agent: %w", err)
+	}
+	pid := cmd.Process.Pid
+	go cmd.Wait() // reap it if it dies while we wait; it outlives us otherwise
+
+	r.SetReadDeadline(time.Now().Add(cfg.startTime + closeTimeout))
+	var msg readiness
+	if err := json.NewDecoder(r).Decode(&msg); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			syscall.Kill(pid, syscall.SIGTERM)
+			return errors.New("the background agent did not become ready in time")
+		}
+		return errors.New("the background agent exited during start-up (run with -D to see why)")
+	}
+	if msg.Error != "" {
+		return errors.New(msg.Error)
+	}
+	fmt.Fprint(stdout, shellLines(cfg, msg.Socket, msg.PID, msg.User))
+	return nil
+}
+
+// runDaemonChild is the background agent. It reports readiness or the
+// start-up error on fd, then serves until a stop signal.
+func runDaemonChild(args []string, fd int) int {
+	report := os.NewFile(uintptr(fd), "readiness")
+	tell := func(m readiness) {
+		if report != nil {
+			json.NewEncoder(report).Encode(m)
+			report.Close()
+			report = nil
+		}
+	}
+	cfg, _, err := parseFlags(args)
+	if err != nil {
+		tell(readiness{Error: err.Error()})
+		return 2
+	}
+	w, closeLog, err := logWriter(cfg, io.Discard)
+	if err != nil {
+		tell(readiness{Error: err.Error()})
+		return 1
+	}
+	defer closeLog()
+	log := newLogger(cfg, w)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
+	defer stop()
+	s, err := startSession(ctx, cfg, log)
+	if err != nil {
+		log.Error("start-up failed", "err", err)
+		tell(readiness{Error: err.Error()})
+		return 1
+	}
+	tell(readiness{Socket: s.socket, PID: os.Getpid(), User: s.username})
+	<-ctx.Done()
+	if err := s.stop(); err != nil {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,83 @@
+// Command oslogin-agent is an SSH agent for machine users on Google Cloud.
+// It keeps its key in memory, leases it to OS Login with a short expiry, and
+// serves it to stock OpenSSH tools through SSH_AUTH_SOCK.
+//
+// This file only wires things together; the work is done by packages agent,
+// signer and oslogin.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run returns the process exit status: 0 success, 1 runtime failure,
+// 2 usage error; in command mode, the command's own status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if fd, ok := daemonReadyFD(); ok {
+		return runDaemonChild(args, fd)
+	}
+	cfg, fs, err := parseFlags(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "oslogin-agent: %v (run 'oslogin-agent --help' for usage)\n", err)
+		return 2
+	}
+	switch {
+	case cfg.help:
+		printUsage(fs, stdout)
+		return 0
+	case cfg.version:
+		fmt.Fprintf(stdout, "oslogin-agent %s\n", version)
+		return 0
+	case cfg.kill:
+		return exitStatus(stderr, killAgent(cfg, stdout))
+	case len(cfg.command) > 0:
+		return runCommand(cfg, stderr)
+	case cfg.foreground || cfg.debug:
+		return exitStatus(stderr, runForeground(cfg, stdout, stderr))
+	default:
+		return exitStatus(stderr, startDaemon(cfg, args, stdout))
+	}
+}
+
+// exitStatus reports err on one line and maps it to an exit status.
+func exitStatus(stderr io.Writer, err error) int {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "oslogin-agent: %s\n", strings.Join(strings.Fields(err.Error()), " "))
+	if errors.As(err, new(usageError)) {
+		return 2
+	}
+	return 1
+}
+
+// newLogger builds the process logger and routes the standard library's
+// logger (x/crypto's agent server reports handler errors through it) into
+// the same place.
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if cfg.debug {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if cfg.logFormat == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	l := slog.New(h)
+	slog.SetDefault(l)
+	return l
+}
