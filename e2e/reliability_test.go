@@ -1,0 +1,262 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator/emulatortest"
+)
+
+// TestStopSignals: SIGTERM, SIGINT and SIGHUP each delete every key from OS
+// Login, remove the socket and exit 0.
+func TestStopSignals(t *testing.T) {
+	v := newVM(t, nil)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			a := v.startAgent(t, "")
+			if n := len(v.emu.Emulator.Keys(v.email)); n != 1 {
+				t.Fatalf("%d keys registered, want 1", n)
+			}
+			a.cmd.Process.Signal(sig)
+			select {
+			case <-a.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatal("agent did not exit")
+			}
+			if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Fatalf("exit status %d after %v, want 0", code, sig)
+			}
+			if n := len(v.emu.Emulator.Keys(v.email)); n != 0 {
+				t.Fatalf("%d keys left at OS Login after %v", n, sig)
+			}
+			if _, err := os.Stat(a.sock); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("socket left behind after %v: %v", sig, err)
+			}
+		})
+	}
+}
+
+// TestLiveSocketIsNotStolen: a second agent on the same path gives up with
+// a clear error, registers nothing, and the first keeps serving.
+func TestLiveSocketIsNotStolen(t *testing.T) {
+	needTools(t, "ssh-add")
+	v := newVM(t, nil)
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	v.startAgent(t, sock)
+	cmd := exec.Command(bins.agent, "-D", "-a", sock, "--endpoint", v.emu.URL)
+	cmd.Env = v.agentEnv()
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "another agent") {
+		t.Fatalf("second agent: %v\n%s\nwant exit 1 naming the other agent", err, out)
+	}
+	if n := len(v.emu.Emulator.Keys(v.email)); n != 1 {
+		t.Fatalf("%d keys at OS Login; the second agent must leave nothing registered", n)
+	}
+	l := exec.Command("ssh-add", "-l")
+	l.Env = append(v.agentEnv(), "SSH_AUTH_SOCK="+sock)
+	mustRun(t, l)
+}
+
+// TestContainment: another uid cannot use the agent, the process cannot be
+// dumped, and a whole run leaves no private key material on disk.
+func TestContainment(t *testing.T) {
+	needTools(t, "ssh-add")
+	v := newVM(t, nil)
+	s := v.startSSHD(t)
+	home, tmp, work := t.TempDir(), t.TempDir(), t.TempDir()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	args := []string{"-D", "-s", "-a", sock, "--endpoint", v.emu.URL}
+	cmd := exec.Command(bins.agent, args...)
+	cmd.Env = append(v.agentEnv(), "HOME="+home, "TMPDIR="+tmp)
+	cmd.Dir = work
+	stdout := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a := &agentProc{cmd: cmd, sock: sock, exited: make(chan struct{}), stderr: stdout}
+	go func() { cmd.Wait(); close(a.exited) }()
+	t.Cleanup(a.stop)
+	waitFor(t, func() bool { return strings.Contains(stdout.String(), "echo Agent pid") }, "agent ready")
+	mustRun(t, v.ssh(s, sock, "true"))
+
+	t.Run("not dumpable, no core files", func(t *testing.T) {
+		limits, err := os.ReadFile(filepathProc(cmd.Process.Pid, "limits"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !coreLimitZero(string(limits)) {
+			t.Fatalf("core file size limit is not 0:\n%s", limits)
+		}
+		if os.Geteuid() != 0 {
+			// A non-dumpable process's /proc entries belong to root.
+			var st syscall.Stat_t
+			if err := syscall.Stat(filepathProc(cmd.Process.Pid, ""), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Uid != 0 {
+				t.Fatalf("/proc/%d is owned by uid %d: the agent is dumpable", cmd.Process.Pid, st.Uid)
+			}
+		}
+	})
+
+	t.Run("another uid is refused", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to run a client as another user")
+		}
+		l := exec.Command("ssh-add", "-l")
+		l.Env = []string{"SSH_AUTH_SOCK=" + sock, "PATH=/usr/bin:/bin"}
+		l.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := l.CombinedOutput()
+		if err == nil {
+			t.Fatalf("nobody listed the agent's keys:\n%s", out)
+		}
+		// Root may: OpenSSH allows the same uid or root.
+		l = exec.Command("ssh-add", "-l")
+		l.Env = []string{"SSH_AUTH_SOCK=" + sock, "PATH=/usr/bin:/bin"}
+		mustRun(t, l)
+	})
+
+	a.stop()
+	t.Run("no private key material on disk", func(t *testing.T) {
+		for _, dir := range []string{home, tmp, work, filepath.Dir(sock)} {
+			filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return nil
+				}
+				b, _ := os.ReadFile(path)
+				for _, marker := range []string{"PRIVATE KEY-----", "openssh-key-v1", `"private_key"`} {
+					if bytes.Contains(b, []byte(marker)) {
+						t.Errorf("%s holds %q", path, marker)
+					}
+				}
+				return nil
+			})
+		}
+	})
+}
+
+// TestBadInput: every invalid flag, credential file and API refusal gives a
+// clear message and the right exit status, and leaves nothing registered
+// and no socket behind.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o600)
+		return p
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		env    []string
+		config func(*emulator.Config)
+		fault  *emulator.Fault
+		status int
+		want   string
+	}{
+		{name: "unknown flag", args: []string{"--frobnicate"}, status: 2, want: "unknown flag: --frobnicate"},
+		{name: "ttl not a duration", args: []string{"--ttl", "ten"}, status: 2, want: "invalid argument"},
+		{name: "ttl in days", args: []string{"--ttl", "2d"}, status: 2, want: "--ttl"},
+		{name: "ttl too short", args: []string{"--ttl", "5s"}, status: 2, want: "too short to renew"},
+		{name: "ttl too long", args: []string{"--ttl", "400h"}, status: 2, want: "ephemeral"},
+		{name: "negative ttl", args: []string{"--ttl", "-1m"}, status: 2, want: "too short"},
+		{name: "rotation shorter than half the ttl", args: []string{"--ttl", "10m", "--rotate", "1m"}, status: 2, want: "--rotate 1m0s is shorter"},
+		{name: "rotation too long", args: []string{"--rotate", "2000h"}, status: 2, want: "rotate at least monthly"},
+		{name: "small rsa", args: []string{"--key-type", "rsa-1024"}, status: 2, want: "--key-type"},
+		{name: "unknown key type", args: []string{"--key-type", "dsa"}, status: 2, want: "ed25519"},
+		{name: "log format", args: []string{"--log-format", "xml"}, status: 2, want: "want text or json"},
+		{name: "sh and csh", args: []string{"-s", "-c"}, status: 2, want: "cannot be used together"},
+		{name: "foreground with a command", args: []string{"-D", "--", "true"}, status: 2, want: "cannot be used with a command"},
+		{name: "kill without an agent", args: []string{"-k"}, status: 1, want: "SSH_AGENT_PID is not set"},
+		{name: "credentials file missing", env: []string{"GOOGLE_APPLICATION_CREDENTIALS=" + filepath.Join(dir, "none.json")}, status: 1, want: "no such file"},
+		{name: "credentials file is a directory", env: []string{"GOOGLE_APPLICATION_CREDENTIALS=" + dir}, status: 1, want: "is a directory"},
+		{name: "credentials not JSON", env: []string{"GOOGLE_APPLICATION_CREDENTIALS=" + write("bad.json", "{nope")}, status: 1, want: "not a credentials JSON file"},
+		{name: "credentials of the wrong type", env: []string{"GOOGLE_APPLICATION_CREDENTIALS=" + write("t.json", `{"type":"gdch_service_account"}`)}, status: 1, want: "cannot be used with OS Login"},
+		{name: "account that is not an e-mail", args: []string{"--account", "deployer"}, status: 1, want: "not an account e-mail"},
+		{name: "OS Login refuses permission", fault: &emulator.Fault{Methods: "write", Status: 403}, status: 1, want: "roles/compute.osLogin"},
+		{name: "policy blocks key management", fault: &emulator.Fault{Methods: "users.importSshPublicKey", BlockKeyManagement: true}, status: 1, want: "administrator policy"},
+		{name: "VM token without write scope", config: func(c *emulator.Config) {
+			c.InstanceScopes = []string{"https://www.googleapis.com/auth/compute.readonly"}
+		}, status: 1, want: "cloud-platform"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := emulator.DefaultConfig()
+			if tc.config != nil {
+				tc.config(&cfg)
+			}
+			v := &vm{}
+			v.emu = emulatortest.Start(t, cfg)
+			v.email = cfg.Accounts[0].Email
+			if tc.fault != nil {
+				v.emu.Emulator.SetFault(*tc.fault)
+			}
+			sock := filepath.Join(t.TempDir(), "agent.sock")
+			args := append([]string{"-D", "-a", sock, "--endpoint", v.emu.URL, "--start-timeout", "10s"}, tc.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bins.agent, args...)
+			cmd.Env = v.agentEnv(tc.env...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != tc.status {
+				t.Fatalf("exit %v, want status %d\nstderr: %s", err, tc.status, stderr.String())
+			}
+			msg := lastLine(stderr.String())
+			if !strings.HasPrefix(msg, "oslogin-agent: ") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("last stderr line %q; want an oslogin-agent error mentioning %q", msg, tc.want)
+			}
+			if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("socket left behind: %v", err)
+			}
+			if keys := v.emu.Emulator.Keys(v.email); len(keys) != 0 {
+				t.Fatalf("%d keys left registered", len(keys))
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func filepathProc(pid int, name string) string {
+	return filepath.Join("/proc", strconv.Itoa(pid), name)
+}
+
+func coreLimitZero(limits string) bool {
+	for _, l := range strings.Split(limits, "\n") {
+		if strings.HasPrefix(l, "Max core file size") {
+			f := strings.Fields(strings.TrimPrefix(l, "Max core file size"))
+			return len(f) >= 2 && f[0] == "0" && f[1] == "0"
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
