@@ -182,7 +182,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: rotation interval %v is shorter than half the TTL (%v): rotate at least every %v or shorten the TTL", a.rotate, a.ttl, a.ttl/2)
 	}
 	a.retireMargin = a.ttl / 10
-	maxPropagation := a.ttl/2 - a.retireMargin
+	maxPropagation := MaxPropagation(a.ttl)
 	switch {
 	case a.propagation == 0:
 		a.propagation = min(DefaultPropagation, maxPropagation)
@@ -213,6 +213,12 @@ func New(opts Options) (*Agent, error) {
 	a.lease.init(a.retryMin, a.retryMax)
 	return a, nil
 }
+
+// MaxPropagation is the longest propagation delay New accepts for a TTL.
+// After a rotation the previous key is offered first for that long, so it
+// must still be valid then: it has at least TTL/2 left at the rotation and
+// is withdrawn TTL/10 before it expires.
+func MaxPropagation(ttl time.Duration) time.Duration { return ttl/2 - ttl/10 }
 
 // checkComment refuses comments that would break the authorized_keys line.
 func checkComment(c string) error {

@@ -175,6 +175,7 @@ func TestBadInput(t *testing.T) {
 		{name: "negative ttl", args: []string{"--ttl", "-1m"}, status: 2, want: "too short"},
 		{name: "rotation shorter than half the ttl", args: []string{"--ttl", "10m", "--rotate", "1m"}, status: 2, want: "--rotate 1m0s is shorter"},
 		{name: "rotation too long", args: []string{"--rotate", "2000h"}, status: 2, want: "rotate at least monthly"},
+		{name: "propagation longer than the old key lives", args: []string{"--ttl", "20s", "--propagation", "10s"}, status: 2, want: "use at most 8s"},
 		{name: "small rsa", args: []string{"--key-type", "rsa-1024"}, status: 2, want: "--key-type"},
 		{name: "unknown key type", args: []string{"--key-type", "dsa"}, status: 2, want: "ed25519"},
 		{name: "log format", args: []string{"--log-format", "xml"}, status: 2, want: "want text or json"},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/oslogin-agent/oslogin-agent/agent"
 	"github.com/oslogin-agent/oslogin-agent/signer"
 )
 
@@ -101,6 +102,10 @@ func parseFlags(args []string) (*config, *pflag.FlagSet, error) {
 		return nil, fs, usagef("--key-type: %v", err)
 	}
 	cfg.keyType = kt
+	if !fs.Changed("propagation") {
+		// Unset: the agent takes 30s, or less when the TTL is too short for it.
+		cfg.propagation = min(cfg.propagation, agent.MaxPropagation(cfg.ttl))
+	}
 	if err := cfg.check(); err != nil {
 		return nil, fs, err
 	}
@@ -126,6 +131,9 @@ func (c *config) check() error {
 		return usagef("--rotate %v is longer than %v; rotate at least monthly", c.rotate, maxRotate)
 	case c.propagation < 0:
 		return usagef("--propagation must not be negative")
+	case c.propagation > agent.MaxPropagation(c.ttl):
+		return usagef("--propagation %v is too long for --ttl %v: the previous key must outlive it; use at most %v",
+			c.propagation, c.ttl, agent.MaxPropagation(c.ttl))
 	case c.startTime <= 0:
 		return usagef("--start-timeout must be positive")
 	case c.logFormat != "text" && c.logFormat != "json":
