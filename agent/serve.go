@@ -99,7 +99,7 @@ func (a *Agent) serveConn(c *conn, rw io.ReadWriter) {
 	switch {
 	case errors.Is(err, errFrameTooLarge):
 		c.log.Warn("connection closed: request larger than 256 KiB")
-	case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), c.ctx.Err() != nil:
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), c.ctx.Err() != nil:
 		c.log.Debug("connection closed")
 	default:
 		c.log.Debug("connection closed", "error", err)

@@ -135,6 +135,7 @@ func secretForms(t *testing.T, k *Key) [][]byte {
 	case ed25519.PrivateKey:
 		raw = append(raw, p.Seed())
 	case *ecdsa.PrivateKey:
+		//lint:ignore SA1019 the exported copy of the scalar is what Destroy wipes
 		ints = append(ints, p.D)
 	case *rsa.PrivateKey:
 		ints = append(ints, p.D, p.Primes[0], p.Primes[1], p.Precomputed.Dp, p.Precomputed.Dq)
@@ -244,6 +245,7 @@ func TestDestroy(t *testing.T) {
 					t.Error("ed25519 private key not zeroed")
 				}
 			case *ecdsa.PrivateKey:
+				//lint:ignore SA1019 the exported copy of the scalar is what Destroy wipes
 				if !isZero(p.D) {
 					t.Error("ECDSA scalar not zeroed")
 				}
