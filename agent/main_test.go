@@ -18,6 +18,8 @@ import (
 
 	sshagent "golang.org/x/crypto/ssh/agent"
 	"golang.org/x/sys/unix"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/testenv"
 )
 
 // childEnv switches the test binary into a helper mode when it is
@@ -26,24 +28,29 @@ import (
 const childEnv = "OSLOGIN_AGENT_TEST_CHILD"
 
 func TestMain(m *testing.M) {
-	// Project rule for every test binary: never reach a real metadata
-	// server or real Google credentials.
-	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
-	os.Unsetenv("GOOGLE_APPLICATION_CREDENTIALS")
+	cleanup, err := testenv.Isolate()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	exit := func(code int) {
+		cleanup()
+		os.Exit(code)
+	}
 	switch os.Getenv(childEnv) {
 	case "":
 	case "connect":
-		os.Exit(childConnect(os.Getenv("OSLOGIN_AGENT_TEST_SOCKET")))
+		exit(childConnect(os.Getenv("OSLOGIN_AGENT_TEST_SOCKET")))
 	case "harden":
-		os.Exit(childHarden())
+		exit(childHarden())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s mode %q\n", childEnv, os.Getenv(childEnv))
-		os.Exit(2)
+		exit(2)
 	}
 	// x/crypto's ServeAgent reports handler errors through the standard
 	// logger; the tests check the agent's own slog records instead.
 	log.SetOutput(io.Discard)
-	os.Exit(m.Run())
+	exit(m.Run())
 }
 
 // childConnect connects to the agent socket and asks for the key list.

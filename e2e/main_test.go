@@ -5,8 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/testenv"
 )
 
 // bins holds the binaries built once for the whole package.
@@ -19,30 +20,17 @@ var bins struct {
 func TestMain(m *testing.M) {
 	// Before anything else: no credential lookup may leave this machine or
 	// read credentials that exist on it.
-	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
-	os.Unsetenv("GOOGLE_APPLICATION_CREDENTIALS")
-	os.Exit(run(m))
+	cleanup, err := testenv.Isolate()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := run(m)
+	cleanup()
+	os.Exit(code)
 }
 
 func run(m *testing.M) int {
-	// A fresh HOME keeps the tests away from the developer's files; the Go
-	// caches stay where they are so the builds below reuse them.
-	for _, v := range []string{"GOPATH", "GOMODCACHE", "GOCACHE"} {
-		out, err := exec.Command("go", "env", v).Output()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "go env %s: %v\n", v, err)
-			return 1
-		}
-		os.Setenv(v, strings.TrimSpace(string(out)))
-	}
-	home, err := os.MkdirTemp("", "oslogin-e2e-home-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(home)
-	os.Setenv("HOME", home)
-
 	// The binaries live in a directory every user can enter: sshd runs the
 	// AuthorizedKeysCommand as "nobody" when the tests run as root.
 	dir, err := os.MkdirTemp("", "oslogin-e2e-bin-")

@@ -1,18 +1,13 @@
 package signer
 
 import (
-	"os"
 	"sync"
 	"testing"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	// Project rule for every test binary: never reach a real metadata
-	// server or real Google credentials.
-	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
-	os.Unsetenv("GOOGLE_APPLICATION_CREDENTIALS")
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // sharedKeys holds one key per type for tests that only sign, so the slow
 // RSA generation happens once per test binary.

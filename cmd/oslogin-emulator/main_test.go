@@ -20,6 +20,7 @@ import (
 
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator/emulatortest"
+	"github.com/oslogin-agent/oslogin-agent/internal/testenv"
 )
 
 // childEnv makes the test binary behave as oslogin-emulator, so the tests
@@ -30,14 +31,11 @@ const childEnv = "OSLOGIN_EMULATOR_TEST_AS_MAIN"
 // credentials and metadata server first, then either runs the tests or acts
 // as the program.
 func TestMain(m *testing.M) {
-	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
-	os.Unsetenv("GOOGLE_APPLICATION_CREDENTIALS")
-	home, err := os.MkdirTemp("", "oslogin-emulator-home-")
+	cleanup, err := testenv.Isolate()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	os.Setenv("HOME", home)
 	var code int
 	if os.Getenv(childEnv) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -46,7 +44,7 @@ func TestMain(m *testing.M) {
 	} else {
 		code = m.Run()
 	}
-	os.RemoveAll(home)
+	cleanup()
 	os.Exit(code)
 }
 

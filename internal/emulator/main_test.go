@@ -6,10 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
@@ -21,24 +19,13 @@ import (
 
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator/emulatortest"
+	"github.com/oslogin-agent/oslogin-agent/internal/testenv"
 )
 
 // TestMain isolates the tests from the machine: the metadata host points at
 // a closed loopback port (tests that want the emulator set it themselves),
 // no key file is named, and HOME is empty so no gcloud credentials are read.
-func TestMain(m *testing.M) {
-	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
-	os.Unsetenv("GOOGLE_APPLICATION_CREDENTIALS")
-	home, err := os.MkdirTemp("", "emulator-test-home-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Setenv("HOME", home)
-	code := m.Run()
-	os.RemoveAll(home)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 const (
 	saEmail   = "agent@emulator-project.iam.gserviceaccount.com"
