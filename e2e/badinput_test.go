@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator/emulatortest"
+)
+
+// permanentKey is a key someone put on the profile without an expiry.
+const permanentKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@laptop"
+
+// TestMoreBadInput completes TestBadInput: the remaining flag values that
+// cannot work, a credentials file the agent may not read, socket paths that
+// cannot be used, and further API refusals. Each gives one clear line on
+// stderr and the right exit status, and leaves no key (but what was there
+// before) and no socket.
+func TestMoreBadInput(t *testing.T) {
+	dir := t.TempDir()
+	// Readable by nobody but its owner; the agent runs as another user
+	// when the test runs as root, since root reads any file.
+	unreadable := filepath.Join(dir, "unreadable.json")
+	if err := os.WriteFile(unreadable, []byte(`{"type":"service_account"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(unreadable, 0); err != nil {
+		t.Fatal(err)
+	}
+	long := filepath.Join(dir, strings.Repeat("x", 120), "agent.sock")
+	tests := []struct {
+		name    string
+		args    []string
+		env     []string
+		asOther bool // run as nobody when root
+		config  func(*emulator.Config)
+		seed    bool // a permanent key is on the profile beforehand
+		fault   *emulator.Fault
+		status  int
+		want    string
+	}{
+		{name: "negative propagation", args: []string{"--propagation", "-1s"}, status: 2, want: "--propagation must not be negative"},
+		{name: "propagation too long for the ttl", args: []string{"--ttl", "10s", "--propagation", "5s"}, status: 2, want: "use at most 4s"},
+		{name: "zero start timeout", args: []string{"--start-timeout", "0"}, status: 2, want: "--start-timeout must be positive"},
+		{name: "credentials file unreadable", env: []string{"GOOGLE_APPLICATION_CREDENTIALS=" + unreadable}, asOther: true, status: 1, want: "permission denied"},
+		{name: "socket path too long", args: []string{"-a", long}, status: 1, want: "Unix sockets allow at most 107"},
+		{name: "socket directory is a file", args: []string{"-a", filepath.Join(unreadable, "agent.sock")}, status: 1, want: "is not a directory"},
+		{name: "socket path is a directory", args: []string{"-a", dir}, status: 1, want: "is not a socket; refusing to replace it"},
+		{name: "OS Login rejects the token", fault: &emulator.Fault{Methods: emulator.FaultWrite, Status: 401}, status: 1, want: "credentials rejected"},
+		{name: "profile full of keys that never expire", config: func(c *emulator.Config) { c.ProfileLimit = len(permanentKey) + 40 },
+			seed: true, status: 1, want: "holds no expired keys"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := emulator.DefaultConfig()
+			if tc.config != nil {
+				tc.config(&cfg)
+			}
+			srv := emulatortest.Start(t, cfg)
+			email := cfg.Accounts[0].Email
+			before := 0
+			if tc.seed {
+				if _, err := srv.Emulator.ImportKey(email, "", permanentKey, time.Time{}); err != nil {
+					t.Fatal(err)
+				}
+				before = 1
+			}
+			if tc.fault != nil {
+				srv.Emulator.SetFault(*tc.fault)
+			}
+			v := &vm{emu: srv, email: email}
+			sockDir := t.TempDir()
+			sock := filepath.Join(sockDir, "agent.sock")
+			args := append([]string{"-D", "-a", sock, "--endpoint", srv.URL, "--start-timeout", "10s"}, tc.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bins.agent, args...)
+			cmd.Env = v.agentEnv(tc.env...)
+			if tc.asOther && os.Geteuid() == 0 {
+				// nobody needs a directory of its own for the socket.
+				if err := os.Chmod(filepath.Dir(sockDir), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chown(sockDir, 65534, 65534); err != nil {
+					t.Fatal(err)
+				}
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != tc.status {
+				t.Fatalf("exit %v, want status %d\nstderr: %s", err, tc.status, stderr.String())
+			}
+			msg := lastLine(stderr.String())
+			if !strings.HasPrefix(msg, "oslogin-agent: ") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("last stderr line %q; want an oslogin-agent error mentioning %q", msg, tc.want)
+			}
+			if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("socket left behind: %v", err)
+			}
+			if n := len(srv.Emulator.Keys(email)); n != before {
+				t.Fatalf("%d keys registered after the failure, want %d", n, before)
+			}
+			t.Logf("status %d: %s", tc.status, msg)
+		})
+	}
+}
