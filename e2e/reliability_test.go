@@ -117,7 +117,8 @@ func TestContainment(t *testing.T) {
 					return nil
 				}
 				b, _ := os.ReadFile(path)
-				for _, marker := range []string{"PRIVATE KEY-----", "openssh-key-v1", `"private_key"`} {
+				// Split so that this file does not itself look like key material.
+				for _, marker := range []string{"PRIVATE KEY" + "-----", "openssh-key-" + "v1", `"private_` + `key"`} {
 					if bytes.Contains(b, []byte(marker)) {
 						t.Errorf("%s holds %q", path, marker)
 					}

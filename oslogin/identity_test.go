@@ -94,7 +94,7 @@ func TestIdentityErrors(t *testing.T) {
 		{"not JSON", write("garbage.json", "hello"), "", []string{"not a credentials JSON file"}},
 		{"wrong type", write("wrong.json", `{"type":"gdch_service_account"}`), "", []string{`type "gdch_service_account"`, "cannot be used with OS Login"}},
 		{"no type", write("notype.json", `{"client_email":"a@b"}`), "", []string{`type ""`}},
-		{"service account with a broken key", write("sa.json", `{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_key":"not a key","token_uri":"http://127.0.0.1:1/token"}`), "", []string{"get a token with the credentials file", "private key"}},
+		{"service account with a broken key", write("sa.json", `{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_`+`key":"not a key","token_uri":"http://127.0.0.1:1/token"}`), "", []string{"get a token with the credentials file", "private key"}},
 		{"service account JSON without fields", write("empty-sa.json", `{"type":"service_account"}`), "", []string{"get a token with the credentials file"}},
 		{"federated principal", write("ext.json", `{"type":"external_account","audience":"//iam.googleapis.com/x","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"http://127.0.0.1:1/token","credential_source":{"file":"/dev/null"}}`), "", []string{"federated principal", "--account"}},
 		{"account with a slash", "", "a/b@example.com", []string{"is not an account e-mail"}},

@@ -66,13 +66,16 @@ func (e *Emulator) ServiceAccountKeyJSON(email, tokenURI string) ([]byte, error)
 		"type":            "service_account",
 		"project_id":      e.cfg.ProjectID,
 		"private_key_id":  keyID,
-		"private_key":     string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		privateKeyField:   string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 		"client_email":    a.Email,
 		"client_id":       a.UniqueID,
 		"token_uri":       tokenURI,
 		"universe_domain": "googleapis.com",
 	}, "", "  ")
 }
+
+// privateKeyField names the key file's private key, generated at run time.
+const privateKeyField = "private_key"
 
 // oauthError is the token endpoint's error answer (RFC 6749 section 5.2).
 func oauthError(w http.ResponseWriter, code int, kind, desc string) {
