@@ -200,6 +200,13 @@ func (a *Agent) renew(ctx context.Context) {
 	if cur == nil || now.Before(l.renewAt) || !l.renewBO.ready(now) {
 		return
 	}
+	// A rotation due now replaces this key. Renewing it first would be a
+	// wasted call, as long as it outlives the new key's propagation window
+	// and the margin before it is withdrawn. Should the rotation fail, its
+	// backoff makes the next step renew after all.
+	if !now.Before(l.rotateAt) && l.rotateBO.ready(now) && cur.expiry.Sub(now) > a.propagation+a.retireMargin {
+		return
+	}
 	exp := now.Add(a.ttl)
 	expired := !now.Before(cur.expiry)
 	var (

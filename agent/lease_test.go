@@ -258,6 +258,22 @@ func TestRenewAtHalfTTL(t *testing.T) {
 	}
 }
 
+// TestNoRenewalAtRotation: when a rotation and a renewal fall due together
+// (TTL 2s, Rotate 1s), the key about to be replaced is not renewed: it
+// outlives the new key's propagation window anyway.
+func TestNoRenewalAtRotation(t *testing.T) {
+	ta := startTestAgent(t, Options{TTL: 2 * time.Second, Rotate: time.Second, Propagation: 200 * time.Millisecond})
+	first := ta.Keys()[0].AuthorizedKey
+	runLease(t, ta.Agent)
+	waitFor(t, 4*time.Second, "a rotation", func() bool { return len(ta.reg.callsFor("Register", "")) >= 2 })
+	if ext := ta.reg.callsFor("Extend", first); len(ext) != 0 {
+		t.Fatalf("the key being rotated out was renewed %d times", len(ext))
+	}
+	if got := ta.Keys(); len(got) != 2 || got[1].AuthorizedKey != first {
+		t.Fatalf("after the rotation the agent holds %d keys, want the new one and the old one", len(got))
+	}
+}
+
 // TestRotation follows one rotation on the wall clock. With TTL 2s,
 // Rotate 2.5s and Propagation 0.5s: key A is registered at t0 and renewed
 // at t0+1 and t0+2 (expiry t0+4); key B is registered at t0+2.5; A is
