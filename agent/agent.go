@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -137,6 +138,9 @@ type Agent struct {
 
 	lock lockState
 
+	// signers admits at most GOMAXPROCS signatures at once; see conn.sign.
+	signers chan struct{}
+
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
 }
@@ -161,6 +165,7 @@ func New(opts Options) (*Agent, error) {
 		uid:             os.Getuid(),
 		genKey:          signer.Generate,
 		unlockDelayStep: 100 * time.Millisecond,
+		signers:         make(chan struct{}, runtime.GOMAXPROCS(0)),
 		done:            make(chan struct{}),
 	}
 	if a.keyType == 0 {

@@ -118,7 +118,14 @@ func (c *conn) sign(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlag
 			algorithm = ssh.KeyAlgoRSASHA512
 		}
 	}
+	// Signing is pure CPU work: as many signatures run at once as there are
+	// CPUs for Go, and the others wait in arrival order (blocked senders on
+	// a channel queue first come, first served). Without the gate Go's
+	// scheduler runs freshly woken connections first and some wait many
+	// rounds under load; throughput is the same either way, the tail is not.
+	c.a.signers <- struct{}{}
 	sig, err := o.key.SignWithAlgorithm(rand.Reader, data, algorithm)
+	<-c.a.signers
 	if err != nil {
 		// The key may have been retired and destroyed since lookup.
 		return nil, algorithm, fmt.Errorf("agent: sign: %w", err)
