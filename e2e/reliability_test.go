@@ -47,6 +47,46 @@ func TestStopSignals(t *testing.T) {
 	}
 }
 
+// TestInterruptedStart: Ctrl-C while the first key is being registered (OS
+// Login has stored it, its answer is still on the way) stops the command
+// mode before the command runs, with status 130, and leaves nothing.
+func TestInterruptedStart(t *testing.T) {
+	v := &vm{}
+	cfg := emulator.DefaultConfig()
+	v.emu = emulatortest.Start(t, cfg)
+	v.email = cfg.Accounts[0].Email
+	v.emu.Emulator.SetFault(emulator.Fault{Methods: "users.importSshPublicKey", Latency: 3 * time.Second})
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	marker := filepath.Join(dir, "command-ran")
+	cmd := exec.Command(bins.agent, "-a", sock, "--endpoint", v.emu.URL, "--", "touch", marker)
+	cmd.Env = v.agentEnv()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(v.emu.Emulator.Keys(v.email)) == 1 }, "the key to be stored")
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v, want status 130\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "interrupted before the command started") {
+		t.Fatalf("stderr does not say what happened:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the command ran although start-up was interrupted")
+	}
+	if n := len(v.emu.Emulator.Keys(v.email)); n != 0 {
+		t.Fatalf("%d keys left registered", n)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
+
 // TestLiveSocketIsNotStolen: a second agent on the same path gives up with
 // a clear error, registers nothing, and the first keeps serving.
 func TestLiveSocketIsNotStolen(t *testing.T) {

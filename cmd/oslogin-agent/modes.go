@@ -68,12 +68,15 @@ func runCommand(cfg *config, stderr io.Writer) int {
 	s, err := startSession(ctx, cfg, log)
 	close(starting)
 	<-watched
+	if ctx.Err() != nil { // stopped by a signal before the command ran
+		if err == nil {
+			s.stop()
+		}
+		fmt.Fprintln(stderr, "oslogin-agent: interrupted before the command started; nothing left registered")
+		return 130
+	}
 	if err != nil {
 		return exitStatus(stderr, err)
-	}
-	if ctx.Err() != nil { // a signal arrived just as the start-up finished
-		s.stop()
-		return 1
 	}
 	cmd := exec.Command(cfg.command[0], cfg.command[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
