@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/sshd"
 )
 
 const playbook = `- hosts: all
@@ -43,7 +45,7 @@ const playbook = `- hosts: all
 func TestAnsible(t *testing.T) {
 	needTools(t, "ansible-playbook")
 	v := newVM(t, nil)
-	var hosts []*sshd
+	var hosts []*sshd.Server
 	for i := 0; i < 4; i++ {
 		hosts = append(hosts, v.startSSHD(t))
 	}
@@ -65,7 +67,7 @@ func TestAnsible(t *testing.T) {
 	var inv strings.Builder
 	inv.WriteString("[vms]\n")
 	for i, h := range hosts {
-		fmt.Fprintf(&inv, "vm%d ansible_host=127.0.0.1 ansible_port=%d\n", i+1, h.port)
+		fmt.Fprintf(&inv, "vm%d ansible_host=127.0.0.1 ansible_port=%d\n", i+1, h.Port)
 	}
 	fmt.Fprintf(&inv, "\n[vms:vars]\nansible_user=\"{{ lookup('env', 'OSLOGIN_USER') }}\"\nbase=%s\n", base)
 	write := func(name, content string) string {

@@ -80,7 +80,7 @@ func TestShellUsage(t *testing.T) {
 	needTools(t, "bash", "ssh-add")
 	v := newVM(t, nil)
 	s := v.startSSHD(t)
-	sshLine := "ssh " + strings.Join(v.sshOpts(`"$SSH_AUTH_SOCK"`), " ") + " -p " + strconv.Itoa(s.port)
+	sshLine := "ssh " + strings.Join(v.sshOpts(`"$SSH_AUTH_SOCK"`), " ") + " -p " + strconv.Itoa(s.Port)
 
 	t.Run("command mode exits with the command's status and deletes the key", func(t *testing.T) {
 		sock := filepath.Join(t.TempDir(), "a.sock")

@@ -29,7 +29,7 @@ func TestOpenSSHToolsThroughAgent(t *testing.T) {
 		t.Fatalf("OS Login holds %d keys, want 1", len(keys))
 	}
 	registered := keys[0].Key
-	port := strconv.Itoa(s.port)
+	port := strconv.Itoa(s.Port)
 	remote := v.scratch(t)
 
 	t.Run("ssh runs a command with its output and exit status", func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -12,10 +11,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
+	"github.com/oslogin-agent/oslogin-agent/internal/sshd"
 )
 
 // vmUser is the POSIX user logins use. As root it is created for the run,
@@ -68,110 +67,23 @@ func (b *bench) emuConfig() emulator.Config {
 	return cfg
 }
 
-// sshd is one OpenSSH server on 127.0.0.1 that takes keys only from
-// `oslogin-emulator authorized-keys`, as a GCE VM takes them from OS Login.
-type sshd struct {
-	port int
-}
-
-func (b *bench) startSSHD(dir string, e *emu, knownHosts string) (*sshd, error) {
-	hostKey := filepath.Join(dir, "ssh_host_ed25519_key")
-	if _, err := os.Stat(hostKey); err != nil {
-		if err := runQuiet(exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench-host", "-f", hostKey)); err != nil {
-			return nil, err
-		}
-	}
-	if b.user.root {
-		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-			return nil, err
-		}
-	}
-	conf := fmt.Sprintf(`ListenAddress 127.0.0.1
-HostKey %s
-PidFile none
-UsePAM no
-AuthorizedKeysFile none
-AuthorizedKeysCommand /usr/bin/env %s authorized-keys --metadata-host %s %%u
-AuthorizedKeysCommandUser %s
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin no
-MaxStartups 100:30:200
-`, hostKey, b.emulatorBin, e.Host, b.user.akcUser)
-	confPath := filepath.Join(dir, "sshd_config")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return nil, err
-	}
-	pub, err := os.ReadFile(hostKey + ".pub")
+// startSSHD starts an sshd that takes keys only from the emulator, as a GCE
+// VM takes them from OS Login, and adds its host key to knownHosts.
+func (b *bench) startSSHD(dir string, e *emu, knownHosts string) (*sshd.Server, error) {
+	s, err := sshd.Start(sshd.Options{Dir: dir, Emulator: b.emulatorBin, MetadataHost: e.Host, KeysUser: b.user.akcUser})
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		logPath := filepath.Join(dir, fmt.Sprintf("sshd-%d.log", port))
-		logf, err := os.Create(logPath)
-		if err != nil {
-			return nil, err
-		}
-		cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", confPath, "-o", "Port="+strconv.Itoa(port))
-		cmd.Stdout, cmd.Stderr = logf, logf
-		err = cmd.Start()
-		logf.Close()
-		if err != nil {
-			return nil, err
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		stop := func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			<-exited
-		}
-		if waitLog(logPath, "Server listening on ", exited, 10*time.Second) {
-			b.onCleanup(stop)
-			f, err := os.OpenFile(knownHosts, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-			if err != nil {
-				return nil, err
-			}
-			fmt.Fprintf(f, "[127.0.0.1]:%d %s\n", port, strings.TrimSpace(string(pub)))
-			f.Close()
-			return &sshd{port: port}, nil
-		}
-		stop()
-		log, _ := os.ReadFile(logPath)
-		if !strings.Contains(string(log), "Address already in use") {
-			return nil, fmt.Errorf("sshd did not start: %s", log)
-		}
-	}
-	return nil, fmt.Errorf("sshd: no free port after 5 attempts")
-}
-
-func waitLog(path, want string, exited <-chan struct{}, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(path)
-		if strings.Contains(string(b), want) {
-			return true
-		}
-		select {
-		case <-exited:
-			return false
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return false
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	b.onCleanup(s.Stop)
+	f, err := os.OpenFile(knownHosts, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	defer f.Close()
+	if _, err := fmt.Fprintln(f, s.KnownHostsLine()); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // LoginResult compares `ssh host true` through both agents.
@@ -248,7 +160,7 @@ func (b *bench) loginBench() (*LoginResult, *AnsibleResult, error) {
 			"-o", "UserKnownHostsFile="+knownHosts, "-o", "StrictHostKeyChecking=yes",
 			"-o", "BatchMode=yes", "-o", "IdentityAgent="+sock, "-o", "ControlMaster=no",
 			"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-			"-p", strconv.Itoa(s.port), b.user.name+"@127.0.0.1", "true")
+			"-p", strconv.Itoa(s.Port), b.user.name+"@127.0.0.1", "true")
 		cmd.Env = cleanEnv(b.home, "127.0.0.1:1")
 		t := time.Now()
 		err := runQuiet(cmd)
@@ -342,8 +254,8 @@ var recapRE = regexp.MustCompile(`(?m)^h\d+\s+: ok=(\d+)\s+changed=\d+\s+unreach
 
 // ansibleBench runs the playbook over four sshd (the one given and three
 // more), alternating the agents, with fresh ControlPersist masters each run.
-func (b *bench) ansibleBench(dir string, e *emu, first *sshd, knownHosts string, socks map[string]string) (*AnsibleResult, error) {
-	hosts := []*sshd{first}
+func (b *bench) ansibleBench(dir string, e *emu, first *sshd.Server, knownHosts string, socks map[string]string) (*AnsibleResult, error) {
+	hosts := []*sshd.Server{first}
 	for len(hosts) < 4 {
 		s, err := b.startSSHD(dir, e, knownHosts)
 		if err != nil {
@@ -366,7 +278,7 @@ func (b *bench) ansibleBench(dir string, e *emu, first *sshd, knownHosts string,
 	var inv strings.Builder
 	inv.WriteString("[vms]\n")
 	for i, h := range hosts {
-		fmt.Fprintf(&inv, "h%d ansible_host=127.0.0.1 ansible_port=%d\n", i+1, h.port)
+		fmt.Fprintf(&inv, "h%d ansible_host=127.0.0.1 ansible_port=%d\n", i+1, h.Port)
 	}
 	fmt.Fprintf(&inv, "\n[vms:vars]\nansible_user=%s\nbase=%s\n", b.user.name, base)
 	files := map[string]string{"inventory.ini": inv.String(), "site.yml": benchPlaybook}

@@ -40,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/oslogin-agent/oslogin-agent/internal/sshd"
 	"github.com/oslogin-agent/oslogin-agent/signer"
 )
 
@@ -248,8 +249,8 @@ func (b *bench) run() (*Report, error) {
 		if b.skip["ansible"] {
 			b.ansibleRuns = 0
 		}
-		if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
-			b.progress("  /usr/sbin/sshd is not installed; logins skipped")
+		if _, err := os.Stat(sshd.Binary); err != nil {
+			b.progress("  " + sshd.Binary + " is not installed; logins skipped")
 		} else if rep.Logins, rep.Ansible, err = b.loginBench(); err != nil {
 			return nil, fmt.Errorf("logins: %w", err)
 		}
