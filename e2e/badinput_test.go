@@ -36,17 +36,7 @@ func TestMoreBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := filepath.Join(dir, strings.Repeat("x", 120), "agent.sock")
-	tests := []struct {
-		name    string
-		args    []string
-		env     []string
-		asOther bool // run as nobody when root
-		config  func(*emulator.Config)
-		seed    bool // a permanent key is on the profile beforehand
-		fault   *emulator.Fault
-		status  int
-		want    string
-	}{
+	tests := []badInput{
 		{name: "negative propagation", args: []string{"--propagation", "-1s"}, status: 2, want: "--propagation must not be negative"},
 		{name: "propagation too long for the ttl", args: []string{"--ttl", "10s", "--propagation", "5s"}, status: 2, want: "use at most 4s"},
 		{name: "zero start timeout", args: []string{"--start-timeout", "0"}, status: 2, want: "--start-timeout must be positive"},
@@ -59,59 +49,82 @@ func TestMoreBadInput(t *testing.T) {
 			seed: true, status: 1, want: "holds no expired keys"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := emulator.DefaultConfig()
-			if tc.config != nil {
-				tc.config(&cfg)
-			}
-			srv := emulatortest.Start(t, cfg)
-			email := cfg.Accounts[0].Email
-			before := 0
-			if tc.seed {
-				if _, err := srv.Emulator.ImportKey(email, "", permanentKey, time.Time{}); err != nil {
-					t.Fatal(err)
-				}
-				before = 1
-			}
-			if tc.fault != nil {
-				srv.Emulator.SetFault(*tc.fault)
-			}
-			v := &vm{emu: srv, email: email}
-			sockDir := t.TempDir()
-			sock := filepath.Join(sockDir, "agent.sock")
-			args := append([]string{"-D", "-a", sock, "--endpoint", srv.URL, "--start-timeout", "10s"}, tc.args...)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, bins.agent, args...)
-			cmd.Env = v.agentEnv(tc.env...)
-			if tc.asOther && os.Geteuid() == 0 {
-				// nobody needs a directory of its own for the socket.
-				if err := os.Chmod(filepath.Dir(sockDir), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chown(sockDir, 65534, 65534); err != nil {
-					t.Fatal(err)
-				}
-				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-			}
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			err := cmd.Run()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != tc.status {
-				t.Fatalf("exit %v, want status %d\nstderr: %s", err, tc.status, stderr.String())
-			}
-			msg := lastLine(stderr.String())
-			if !strings.HasPrefix(msg, "oslogin-agent: ") || !strings.Contains(msg, tc.want) {
-				t.Fatalf("last stderr line %q; want an oslogin-agent error mentioning %q", msg, tc.want)
-			}
-			if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("socket left behind: %v", err)
-			}
-			if n := len(srv.Emulator.Keys(email)); n != before {
-				t.Fatalf("%d keys registered after the failure, want %d", n, before)
-			}
-			t.Logf("status %d: %s", tc.status, msg)
-		})
+		t.Run(tc.name, tc.check)
 	}
+}
+
+// badInput is one invocation of the agent that cannot work, and what the
+// agent must answer.
+type badInput struct {
+	name    string
+	args    []string
+	env     []string
+	asOther bool // run as nobody when root
+	config  func(*emulator.Config)
+	seed    bool // a permanent key is on the profile beforehand
+	fault   *emulator.Fault
+	status  int
+	want    string // in the last stderr line
+}
+
+// check runs the agent with the case's input against a fresh emulator: the
+// exit status, one "oslogin-agent: " line mentioning want, no socket left,
+// and no key registered but what was there before.
+func (tc badInput) check(t *testing.T) {
+	cfg := emulator.DefaultConfig()
+	if tc.config != nil {
+		tc.config(&cfg)
+	}
+	srv := emulatortest.Start(t, cfg)
+	email := cfg.Accounts[0].Email
+	before := 0
+	if tc.seed {
+		if _, err := srv.Emulator.ImportKey(email, "", permanentKey, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		before = 1
+	}
+	if tc.fault != nil {
+		srv.Emulator.SetFault(*tc.fault)
+	}
+	v := &vm{emu: srv, email: email}
+	sockDir := t.TempDir()
+	sock := filepath.Join(sockDir, "agent.sock")
+	args := append([]string{"-D", "-a", sock, "--endpoint", srv.URL, "--start-timeout", "10s"}, tc.args...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bins.agent, args...)
+	cmd.Env = v.agentEnv(tc.env...)
+	if tc.asOther && os.Geteuid() == 0 {
+		// nobody needs a directory of its own for the socket.
+		if err := os.Chmod(filepath.Dir(sockDir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(sockDir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != tc.status {
+		t.Fatalf("exit %v, want status %d\nstderr: %s", err, tc.status, stderr.String())
+	}
+	msg := lastLine(stderr.String())
+	if !strings.HasPrefix(msg, "oslogin-agent: ") || !strings.Contains(msg, tc.want) {
+		t.Fatalf("last stderr line %q; want an oslogin-agent error mentioning %q", msg, tc.want)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+	if n := len(srv.Emulator.Keys(email)); n != before {
+		t.Fatalf("%d keys registered after the failure, want %d", n, before)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

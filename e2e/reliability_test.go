@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -225,15 +224,7 @@ func TestBadInput(t *testing.T) {
 		os.WriteFile(p, []byte(content), 0o600)
 		return p
 	}
-	tests := []struct {
-		name   string
-		args   []string
-		env    []string
-		config func(*emulator.Config)
-		fault  *emulator.Fault
-		status int
-		want   string
-	}{
+	tests := []badInput{
 		{name: "unknown flag", args: []string{"--frobnicate"}, status: 2, want: "unknown flag: --frobnicate"},
 		{name: "ttl not a duration", args: []string{"--ttl", "ten"}, status: 2, want: "invalid argument"},
 		{name: "ttl in days", args: []string{"--ttl", "2d"}, status: 2, want: "--ttl"},
@@ -261,47 +252,8 @@ func TestBadInput(t *testing.T) {
 		}, status: 1, want: "cloud-platform"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := emulator.DefaultConfig()
-			if tc.config != nil {
-				tc.config(&cfg)
-			}
-			v := &vm{}
-			v.emu = emulatortest.Start(t, cfg)
-			v.email = cfg.Accounts[0].Email
-			if tc.fault != nil {
-				v.emu.Emulator.SetFault(*tc.fault)
-			}
-			sock := filepath.Join(t.TempDir(), "agent.sock")
-			args := append([]string{"-D", "-a", sock, "--endpoint", v.emu.URL, "--start-timeout", "10s"}, tc.args...)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, bins.agent, args...)
-			cmd.Env = v.agentEnv(tc.env...)
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != tc.status {
-				t.Fatalf("exit %v, want status %d\nstderr: %s", err, tc.status, stderr.String())
-			}
-			msg := lastLine(stderr.String())
-			if !strings.HasPrefix(msg, "oslogin-agent: ") || !strings.Contains(msg, tc.want) {
-				t.Fatalf("last stderr line %q; want an oslogin-agent error mentioning %q", msg, tc.want)
-			}
-			if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("socket left behind: %v", err)
-			}
-			if keys := v.emu.Emulator.Keys(v.email); len(keys) != 0 {
-				t.Fatalf("%d keys left registered", len(keys))
-			}
-		})
+		t.Run(tc.name, tc.check)
 	}
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
 }
 
 func filepathProc(pid int, name string) string {
