@@ -1,25 +1,22 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/agentproc"
 )
 
-// agentProc is a running oslogin-agent binary in the foreground (-D).
+// agentProc is a running oslogin-agent binary in the foreground (-D -s).
 type agentProc struct {
-	cmd    *exec.Cmd
+	*agentproc.Process
 	sock   string
-	pid    int
 	user   string
-	exited chan struct{}
 	stderr *syncBuffer
 }
 
@@ -33,74 +30,30 @@ func (v *vm) startAgent(t *testing.T, sock string, extra ...string) *agentProc {
 	args := append([]string{"-D", "-s", "-a", sock, "--endpoint", v.emu.URL, "--propagation", "0s"}, extra...)
 	cmd := exec.Command(bins.agent, args...)
 	cmd.Env = v.agentEnv()
-	a := &agentProc{cmd: cmd, sock: sock, exited: make(chan struct{}), stderr: &syncBuffer{}}
-	cmd.Stderr = a.stderr
-	stdout, err := cmd.StdoutPipe()
+	return runAgent(t, cmd, sock)
+}
+
+// runAgent starts a prepared `oslogin-agent -D -s` command, checks the
+// variables it prints, and stops it when the test ends.
+func runAgent(t *testing.T, cmd *exec.Cmd, sock string) *agentProc {
+	t.Helper()
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	p, err := agentproc.Start(cmd, 30*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(a.exited) }()
+	a := &agentProc{Process: p, sock: sock, user: p.Vars["OSLOGIN_USER"], stderr: stderr}
 	t.Cleanup(func() {
-		a.stop()
+		a.Stop()
 		if t.Failed() {
 			t.Logf("agent stderr:\n%s", a.stderr.String())
 		}
 	})
-
-	vars := map[string]string{}
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("agent exited before it was ready:\n%s", a.stderr.String())
-			}
-			if k, rest, ok := strings.Cut(line, "="); ok {
-				vars[k], _, _ = strings.Cut(rest, ";")
-			}
-			if strings.HasPrefix(line, "echo Agent pid") {
-				a.pid, _ = strconv.Atoi(vars["SSH_AGENT_PID"])
-				a.user = vars["OSLOGIN_USER"]
-				if vars["SSH_AUTH_SOCK"] != sock || a.pid != cmd.Process.Pid {
-					t.Fatalf("agent printed %v; want socket %s and pid %d", vars, sock, cmd.Process.Pid)
-				}
-				go func() {
-					for range lines {
-					}
-				}()
-				return a
-			}
-		case <-timeout:
-			t.Fatalf("agent not ready after 30s:\n%s", a.stderr.String())
-		}
+	if p.Vars["SSH_AUTH_SOCK"] != sock || p.Vars["SSH_AGENT_PID"] != strconv.Itoa(cmd.Process.Pid) || p.PID != cmd.Process.Pid {
+		t.Fatalf("agent printed %v (pid %d); want socket %s and pid %d", p.Vars, p.PID, sock, cmd.Process.Pid)
 	}
-}
-
-// stop sends SIGTERM and waits for the agent to delete its keys and exit.
-func (a *agentProc) stop() {
-	select {
-	case <-a.exited:
-		return
-	default:
-	}
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.exited:
-	case <-time.After(30 * time.Second):
-		a.cmd.Process.Kill()
-		<-a.exited
-	}
+	return a
 }
 
 // syncBuffer collects a process's output for failure messages.

@@ -76,12 +76,12 @@ func listAndSign(sock string) (string, error) {
 func stopCleanly(t *testing.T, v *vm, a *agentProc) {
 	t.Helper()
 	select {
-	case <-a.exited:
-		t.Fatalf("the agent died (%v):\n%s", a.cmd.ProcessState, a.stderr.String())
+	case <-a.Done():
+		t.Fatalf("the agent died (%v):\n%s", a.Cmd.ProcessState, a.stderr.String())
 	default:
 	}
-	a.stop()
-	if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+	a.Stop()
+	if code := a.Cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0:\n%s", code, a.stderr.String())
 	}
 	if n := len(v.emu.Emulator.Keys(v.email)); n != 0 {

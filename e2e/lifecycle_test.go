@@ -44,7 +44,7 @@ func TestVMRefuses(t *testing.T) {
 		if !strings.Contains(v.authorizedKeys(t), blob(line)) {
 			t.Fatal("the VM side does not list the agent's key while it runs")
 		}
-		a.stop()
+		a.Stop()
 		if keys := v.emu.Emulator.Keys(v.email); len(keys) != 0 {
 			t.Fatalf("OS Login still holds %d keys after the agent exited", len(keys))
 		}
@@ -201,8 +201,8 @@ func TestCrashSafety(t *testing.T) {
 	mustRun(t, v.ssh(s, a.sock, "true"))
 	line := v.emu.Emulator.Keys(v.email)[0].Key
 
-	a.cmd.Process.Signal(syscall.SIGKILL)
-	<-a.exited
+	a.Cmd.Process.Signal(syscall.SIGKILL)
+	<-a.Done()
 	if _, err := os.Stat(sock); err != nil {
 		t.Fatalf("after SIGKILL the socket file should remain (nothing could remove it): %v", err)
 	}

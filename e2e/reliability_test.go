@@ -27,13 +27,13 @@ func TestStopSignals(t *testing.T) {
 			if n := len(v.emu.Emulator.Keys(v.email)); n != 1 {
 				t.Fatalf("%d keys registered, want 1", n)
 			}
-			a.cmd.Process.Signal(sig)
+			a.Cmd.Process.Signal(sig)
 			select {
-			case <-a.exited:
+			case <-a.Done():
 			case <-time.After(30 * time.Second):
 				t.Fatal("agent did not exit")
 			}
-			if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+			if code := a.Cmd.ProcessState.ExitCode(); code != 0 {
 				t.Fatalf("exit status %d after %v, want 0", code, sig)
 			}
 			if n := len(v.emu.Emulator.Keys(v.email)); n != 0 {
@@ -120,15 +120,7 @@ func TestContainment(t *testing.T) {
 	cmd := exec.Command(bins.agent, args...)
 	cmd.Env = append(v.agentEnv(), "HOME="+home, "TMPDIR="+tmp)
 	cmd.Dir = work
-	stdout := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = stdout, stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentProc{cmd: cmd, sock: sock, exited: make(chan struct{}), stderr: stdout}
-	go func() { cmd.Wait(); close(a.exited) }()
-	t.Cleanup(a.stop)
-	waitFor(t, func() bool { return strings.Contains(stdout.String(), "echo Agent pid") }, "agent ready")
+	a := runAgent(t, cmd, sock)
 	mustRun(t, v.ssh(s, sock, "true"))
 
 	t.Run("another uid is refused", func(t *testing.T) {
@@ -148,7 +140,7 @@ func TestContainment(t *testing.T) {
 		mustRun(t, l)
 	})
 
-	a.stop()
+	a.Stop()
 	t.Run("no private key material on disk", func(t *testing.T) {
 		for _, dir := range []string{home, tmp, work, filepath.Dir(sock)} {
 			filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -175,7 +167,8 @@ func TestNotDumpable(t *testing.T) {
 	v := newVM(t, nil)
 	uid := os.Getuid()
 	dir := t.TempDir()
-	cmd := exec.Command(bins.agent, "-D", "-s", "-a", filepath.Join(dir, "agent.sock"), "--endpoint", v.emu.URL)
+	sock := filepath.Join(dir, "agent.sock")
+	cmd := exec.Command(bins.agent, "-D", "-s", "-a", sock, "--endpoint", v.emu.URL)
 	cmd.Env = append(v.agentEnv(), "HOME="+dir)
 	if uid == 0 {
 		uid = 65534
@@ -187,15 +180,7 @@ func TestNotDumpable(t *testing.T) {
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	}
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentProc{cmd: cmd, exited: make(chan struct{}), stderr: out}
-	go func() { cmd.Wait(); close(a.exited) }()
-	t.Cleanup(a.stop)
-	waitFor(t, func() bool { return strings.Contains(out.String(), "echo Agent pid") }, "agent ready:\n"+out.String())
+	runAgent(t, cmd, sock)
 
 	limits, err := os.ReadFile(filepathProc(cmd.Process.Pid, "limits"))
 	if err != nil {

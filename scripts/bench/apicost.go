@@ -82,7 +82,7 @@ func (r *apiCostRun) finish(minRun time.Duration) (*APIHour, error) {
 	if err := waitAnswers(r.a.sock, 5*time.Second); err != nil {
 		return nil, fmt.Errorf("the agent stopped answering during the run: %w", err)
 	}
-	r.a.stop()
+	r.a.Stop()
 	api := map[string]int{}
 	for m, c := range calls {
 		if m != "metadata.token" && m != "metadata.get" {

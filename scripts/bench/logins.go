@@ -141,7 +141,7 @@ func (b *bench) loginBench() (*LoginResult, *AnsibleResult, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	defer osl.stop()
+	defer osl.Stop()
 	if osl.user != b.user.name {
 		return nil, nil, fmt.Errorf("oslogin-agent reports user %q, want %q", osl.user, b.user.name)
 	}
@@ -149,7 +149,7 @@ func (b *bench) loginBench() (*LoginResult, *AnsibleResult, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	defer sa.stop()
+	defer sa.Stop()
 	if _, err := e.ImportKey(e.Email, "", sa.pub, time.Time{}); err != nil {
 		return nil, nil, err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -13,12 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
 
+	"github.com/oslogin-agent/oslogin-agent/internal/agentproc"
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
 	"github.com/oslogin-agent/oslogin-agent/signer"
 )
@@ -91,13 +90,11 @@ func cleanEnv(home, metadataHost string, extra ...string) []string {
 
 // oslAgent is a running oslogin-agent in the foreground (-D -s).
 type oslAgent struct {
-	cmd    *exec.Cmd
-	sock   string
-	pid    int
-	user   string
-	ready  time.Duration // process start to shell lines printed and socket answering
-	exited chan struct{}
-	errLog string // file holding the agent's stderr
+	*agentproc.Process
+	sock  string
+	pid   int
+	user  string
+	ready time.Duration // process start to shell lines printed and socket answering
 }
 
 // startOslAgent runs `oslogin-agent -D -s -a sock --endpoint URL extra...`
@@ -118,92 +115,37 @@ func (b *bench) startOslAgent(e *emu, sock, logs string, extra ...string) (*oslA
 	}
 	defer ef.Close()
 	cmd.Stderr = ef
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	a := &oslAgent{cmd: cmd, sock: sock, exited: make(chan struct{}), errLog: errLog}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return nil, err
+	p, err := agentproc.Start(cmd, 60*time.Second)
+	if err != nil {
+		out, _ := os.ReadFile(errLog)
+		return nil, fmt.Errorf("%w: %s", err, tail(out))
 	}
-	go func() { cmd.Wait(); close(a.exited) }()
-	b.onCleanup(a.stop)
-
-	vars := map[string]string{}
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	timeout := time.After(60 * time.Second)
-	for a.pid == 0 {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				<-a.exited
-				return nil, fmt.Errorf("oslogin-agent exited before it was ready (%v): %s", cmd.ProcessState, a.tail())
-			}
-			if k, rest, ok := strings.Cut(line, "="); ok {
-				vars[k], _, _ = strings.Cut(rest, ";")
-			}
-			if strings.HasPrefix(line, "echo Agent pid") {
-				a.pid, _ = strconv.Atoi(vars["SSH_AGENT_PID"])
-				a.user = vars["OSLOGIN_USER"]
-			}
-		case <-timeout:
-			a.stop()
-			return nil, fmt.Errorf("oslogin-agent not ready after 60s: %s", a.tail())
-		}
-	}
-	go func() {
-		for range lines {
-		}
-	}()
+	a := &oslAgent{Process: p, sock: sock, pid: p.PID, user: p.Vars["OSLOGIN_USER"]}
+	b.onCleanup(a.Stop)
 	if err := waitAnswers(sock, 10*time.Second); err != nil {
-		a.stop()
+		a.Stop()
 		return nil, err
 	}
 	a.ready = time.Since(start)
 	return a, nil
 }
 
-// tail returns the end of the agent's stderr, for error messages.
-func (a *oslAgent) tail() string {
-	b, _ := os.ReadFile(a.errLog)
+// tail returns the end of a process's output, for error messages.
+func tail(b []byte) string {
 	if len(b) > 2000 {
 		b = b[len(b)-2000:]
 	}
 	return strings.TrimSpace(string(b))
 }
 
-// stop sends SIGTERM and waits for the agent to delete its keys and exit.
-func (a *oslAgent) stop() {
-	select {
-	case <-a.exited:
-		return
-	default:
-	}
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.exited:
-	case <-time.After(30 * time.Second):
-		a.cmd.Process.Kill()
-		<-a.exited
-	}
-}
-
 // sshAgent is OpenSSH's ssh-agent holding one key that exists nowhere else:
 // the key file was deleted right after ssh-add.
 type sshAgent struct {
-	cmd    *exec.Cmd
-	sock   string
-	pid    int
-	pub    string // authorized_keys line of its key
-	exited chan struct{}
+	*agentproc.Process
+	sock string
+	pid  int
+	pub  string // authorized_keys line of its key
 }
 
 // startSSHAgent starts `ssh-agent -D -a sock`, makes a key of type kt with
@@ -212,13 +154,13 @@ func (b *bench) startSSHAgent(dir string, kt signer.KeyType) (*sshAgent, error) 
 	sock := filepath.Join(dir, "ssh-agent.sock")
 	cmd := exec.Command("ssh-agent", "-D", "-a", sock)
 	cmd.Env = cleanEnv(b.home, "127.0.0.1:1")
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
+	cmd.Stderr = io.Discard
+	p, err := agentproc.Start(cmd, 10*time.Second)
+	if err != nil {
 		return nil, fmt.Errorf("ssh-agent: %w", err)
 	}
-	s := &sshAgent{cmd: cmd, sock: sock, pid: cmd.Process.Pid, exited: make(chan struct{})}
-	go func() { cmd.Wait(); close(s.exited) }()
-	b.onCleanup(s.stop)
+	s := &sshAgent{Process: p, sock: sock, pid: p.PID}
+	b.onCleanup(s.Stop)
 	if err := waitAnswers(sock, 10*time.Second); err != nil {
 		return nil, fmt.Errorf("ssh-agent: %w", err)
 	}
@@ -263,21 +205,6 @@ func (b *bench) startSSHAgent(dir string, kt signer.KeyType) (*sshAgent, error) 
 		}
 	}
 	return s, nil
-}
-
-func (s *sshAgent) stop() {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(10 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
 }
 
 // waitAnswers waits until an agent at sock answers a list request.

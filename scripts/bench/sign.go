@@ -243,12 +243,12 @@ func (b *bench) signBench(kt signer.KeyType) ([]SignRow, []MemRow, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	defer osl.stop()
+	defer osl.Stop()
 	sa, err := b.startSSHAgent(dir, kt)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer sa.stop()
+	defer sa.Stop()
 	key, err := signer.Generate(kt)
 	if err != nil {
 		return nil, nil, err

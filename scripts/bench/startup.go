@@ -74,7 +74,7 @@ func (b *bench) startBench() ([]StartRow, error) {
 		}
 		calls := diffCalls(before, e.Calls())
 		e.ClearFaults() // stop quickly
-		a.stop()
+		a.Stop()
 		if n := len(e.Keys(e.Email)); n != 0 {
 			return 0, nil, fmt.Errorf("%d keys left after the agent stopped", n)
 		}
