@@ -41,8 +41,9 @@ func runAuthorizedKeys(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs := pflag.NewFlagSet("oslogin-emulator authorized-keys", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host := fs.String("metadata-host", "", "metadata server host:port (default $GCE_METADATA_HOST)")
+	inst := fs.String("instance", "", "the VM this sshd plays, by `NAME`, id or ZONE/NAME (default: the emulator's default instance)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: oslogin-emulator authorized-keys [--metadata-host HOST:PORT] USER")
+		fmt.Fprintln(stderr, "usage: oslogin-emulator authorized-keys [--metadata-host HOST:PORT] [--instance NAME] USER")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -60,7 +61,7 @@ func runAuthorizedKeys(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintln(stderr, "oslogin-emulator authorized-keys: no metadata host: pass --metadata-host or set GCE_METADATA_HOST")
 		return exitFailure
 	}
-	keys, err := emulator.AuthorizedKeys(ctx, emulator.AuthorizedKeysOptions{MetadataHost: *host}, fs.Arg(0))
+	keys, err := emulator.AuthorizedKeys(ctx, emulator.AuthorizedKeysOptions{MetadataHost: *host, Instance: *inst}, fs.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "oslogin-emulator authorized-keys: %v\n", err)
 		return exitOK // as the guest: denial is an empty answer, not a failure

@@ -159,6 +159,7 @@ func (e *Emulator) adminRoutes() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(b) // a vanished client cannot be told anything
 	})
+	e.instanceAdminRoutes(mux)
 	return mux
 }
 

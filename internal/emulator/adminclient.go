@@ -168,3 +168,57 @@ func (c *AdminClient) ServiceAccountKeyJSON(ctx context.Context, email, tokenURI
 	var b []byte
 	return b, c.do(ctx, http.MethodPost, accountPath(email, "key"), map[string]string{"tokenUri": tokenURI}, &b)
 }
+
+func instancePath(zone, ref, rest string) string {
+	p := "instances/" + url.PathEscape(ref)
+	if rest != "" {
+		p += "/" + rest
+	}
+	if zone != "" {
+		p += "?zone=" + url.QueryEscape(zone)
+	}
+	return p
+}
+
+// Instances lists the instances with their guest attributes.
+func (c *AdminClient) Instances(ctx context.Context) ([]InstanceState, error) {
+	var out []InstanceState
+	return out, c.do(ctx, http.MethodGet, "instances", nil, &out)
+}
+
+// Instance returns one instance by name or id; zone "" searches all zones.
+func (c *AdminClient) Instance(ctx context.Context, zone, ref string) (InstanceState, error) {
+	var out InstanceState
+	return out, c.do(ctx, http.MethodGet, instancePath(zone, ref, ""), nil, &out)
+}
+
+// PutInstance creates or replaces an instance and returns it normalised.
+func (c *AdminClient) PutInstance(ctx context.Context, in Instance) (Instance, error) {
+	var out Instance
+	return out, c.do(ctx, http.MethodPut, "instances", in, &out)
+}
+
+// RemoveInstance deletes an instance.
+func (c *AdminClient) RemoveInstance(ctx context.Context, zone, ref string) error {
+	return c.do(ctx, http.MethodDelete, instancePath(zone, ref, ""), nil, nil)
+}
+
+// SetInstanceGrant replaces email's roles on one instance.
+func (c *AdminClient) SetInstanceGrant(ctx context.Context, zone, ref, email string, g InstanceGrant) error {
+	return c.do(ctx, http.MethodPut, instancePath(zone, ref, "grants/"+url.PathEscape(email)), g, nil)
+}
+
+// SetInstanceMetadata sets one instance metadata item.
+func (c *AdminClient) SetInstanceMetadata(ctx context.Context, zone, ref, key, value string) error {
+	return c.do(ctx, http.MethodPut, instancePath(zone, ref, "metadata/"+url.PathEscape(key)), metadataValueJSON{Value: value}, nil)
+}
+
+// SetProjectMetadata sets one commonInstanceMetadata item.
+func (c *AdminClient) SetProjectMetadata(ctx context.Context, key, value string) error {
+	return c.do(ctx, http.MethodPut, "project/metadata/"+url.PathEscape(key), metadataValueJSON{Value: value}, nil)
+}
+
+// SetProjectRoles grants or revokes project-level roles (nil: unchanged).
+func (c *AdminClient) SetProjectRoles(ctx context.Context, email string, r ProjectRoles) error {
+	return c.do(ctx, http.MethodPut, accountPath(email, "roles"), r, nil)
+}

@@ -26,6 +26,9 @@ type AuthorizedKeysOptions struct {
 	// MetadataHost is host:port of the metadata server (GCE_METADATA_HOST
 	// syntax). Required: nothing is ever looked up at a built-in address.
 	MetadataHost string
+	// Instance is the VM the command runs on (name, id or zone/name), sent
+	// as InstanceHeader; empty means the emulator's default instance.
+	Instance string
 	// Client defaults to one with the guest's 5 s per-attempt timeout and
 	// no proxy.
 	Client *http.Client
@@ -112,6 +115,9 @@ func (c *mdsClient) get(ctx context.Context, rel string) (int, []byte, error) {
 			return 0, nil, fmt.Errorf("build request: %w", err)
 		}
 		req.Header.Set("Metadata-Flavor", "Google")
+		if c.opts.Instance != "" {
+			req.Header.Set(InstanceHeader, c.opts.Instance)
+		}
 		resp, err := c.opts.Client.Do(req)
 		if err != nil {
 			return 0, nil, err

@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -57,16 +59,35 @@ type Account struct {
 	// TokenCreators may mint tokens for this account through the IAM
 	// Credentials API (roles/iam.serviceAccountTokenCreator on it).
 	TokenCreators []string `json:"tokenCreators,omitempty"`
+	// ComputeViewer stands for roles/compute.viewer on the project: it lets
+	// the account read instances, the project and guest attributes through
+	// the Compute API.
+	ComputeViewer bool `json:"computeViewer,omitempty"`
+	// IAPTunnel stands for roles/iap.tunnelResourceAccessor on the project
+	// (iap.tunnelInstances.accessViaIAP on every instance).
+	IAPTunnel bool `json:"iapTunnel,omitempty"`
 }
 
-// Config describes the emulated project, VM and identities. Zero fields take
-// the defaults of DefaultConfig, so Config{} is a working configuration.
+// Config describes the emulated project, its VMs and identities. Zero fields
+// take the defaults of DefaultConfig, so Config{} is a working configuration.
 type Config struct {
 	ProjectID     string
 	ProjectNumber string // derived stably from ProjectID when empty
-	Zone          string
-	InstanceName  string
-	InstanceID    string // derived stably when empty
+	// Zone is the default zone of instances.
+	Zone string
+	// InstanceName is the default instance: the VM the metadata server
+	// speaks as when a request does not name one. When Instances does not
+	// hold it, it is created from InstanceID, InstanceScopes and the first
+	// account.
+	InstanceName string
+	InstanceID   string // derived stably when empty
+	// Instances are the project's VMs (see Instance).
+	Instances []Instance
+	// ProjectMetadata is the project's commonInstanceMetadata; instance
+	// metadata wins over it. Nil means enable-oslogin=TRUE (left out when
+	// OSLoginDisabled) and enable-guest-attributes=TRUE, so VMs publish
+	// their host keys as the guest agent does.
+	ProjectMetadata map[string]string
 	// Accounts[0] is the VM's attached ("default") service account when it is
 	// a service account. Nil means one service account
 	// agent@<ProjectID>.iam.gserviceaccount.com allowed to log in.
@@ -86,18 +107,24 @@ type Config struct {
 	TokenLifetime time.Duration
 	// WriteQuotaPerMinute enables the per-user write quota; zero means off.
 	WriteQuotaPerMinute int
-	// OSLoginDisabled makes the VM-side oslogin/ endpoints and the
-	// enable-oslogin attribute answer 404, as on a VM without OS Login.
+	// OSLoginDisabled leaves enable-oslogin out of the default project
+	// metadata, so the VM-side oslogin/ endpoints and the enable-oslogin
+	// attribute answer 404, as on a VM without OS Login.
 	OSLoginDisabled bool
 }
 
 // DefaultConfig is what the emulator serves without configuration: project
-// "emulator-project" and one attached service account allowed to log in.
+// "emulator-project", one VM, and one attached service account allowed to
+// log in, read instances and tunnel through IAP.
 func DefaultConfig() Config {
 	c, err := Config{}.normalize()
 	if err != nil {
 		panic(fmt.Sprintf("emulator: default config invalid: %v", err)) // cannot happen: constants
 	}
+	// The instance list and project metadata are derived again when the
+	// emulator starts, so that a caller changing InstanceScopes or
+	// OSLoginDisabled on this value changes the default VM.
+	c.Instances, c.ProjectMetadata = nil, nil
 	return c
 }
 
@@ -107,7 +134,8 @@ func DefaultAccount(projectID string) Account {
 	if projectID == "" {
 		projectID = DefaultProjectID
 	}
-	return Account{Email: "agent@" + projectID + ".iam.gserviceaccount.com", ServiceAccount: true, Login: true}
+	return Account{Email: "agent@" + projectID + ".iam.gserviceaccount.com", ServiceAccount: true, Login: true,
+		ComputeViewer: true, IAPTunnel: true}
 }
 
 // LoadConfig reads a JSON configuration file; see ParseConfig.
@@ -130,22 +158,31 @@ func LoadConfig(path string) (Config, error) {
 //	 "instanceId": "1", "instanceScopes": ["..."], "purgeDelay": "5m",
 //	 "profileLimit": 32768, "tokenLifetime": "1h", "writeQuotaPerMinute": 60,
 //	 "osLoginDisabled": false,
-//	 "accounts": [{"email": "a@p.iam.gserviceaccount.com", "login": true},
-//	              {"email": "u@example.com", "username": "u", "adminLogin": true}]}
+//	 "projectMetadata": {"enable-oslogin": "TRUE", "enable-guest-attributes": "TRUE"},
+//	 "accounts": [{"email": "a@p.iam.gserviceaccount.com", "login": true,
+//	               "computeViewer": true, "iapTunnel": true},
+//	              {"email": "u@example.com", "username": "u", "adminLogin": true}],
+//	 "instances": [{"name": "vm1", "zone": "z", "networkIP": "127.0.0.2",
+//	                "natIP": "127.0.0.3", "status": "RUNNING",
+//	                "serviceAccount": "a@p.iam.gserviceaccount.com", "scopes": ["..."],
+//	                "metadata": {"enable-oslogin-certificates": "TRUE"},
+//	                "grants": {"u@example.com": {"login": true, "iapTunnel": true}}}]}
 func ParseConfig(b []byte) (Config, error) {
 	var f struct {
-		ProjectID           string    `json:"projectId"`
-		ProjectNumber       string    `json:"projectNumber"`
-		Zone                string    `json:"zone"`
-		InstanceName        string    `json:"instanceName"`
-		InstanceID          string    `json:"instanceId"`
-		Accounts            []Account `json:"accounts"`
-		InstanceScopes      []string  `json:"instanceScopes"`
-		PurgeDelay          string    `json:"purgeDelay"`
-		ProfileLimit        int       `json:"profileLimit"`
-		TokenLifetime       string    `json:"tokenLifetime"`
-		WriteQuotaPerMinute int       `json:"writeQuotaPerMinute"`
-		OSLoginDisabled     bool      `json:"osLoginDisabled"`
+		ProjectID           string            `json:"projectId"`
+		ProjectNumber       string            `json:"projectNumber"`
+		Zone                string            `json:"zone"`
+		InstanceName        string            `json:"instanceName"`
+		InstanceID          string            `json:"instanceId"`
+		Accounts            []Account         `json:"accounts"`
+		InstanceScopes      []string          `json:"instanceScopes"`
+		PurgeDelay          string            `json:"purgeDelay"`
+		ProfileLimit        int               `json:"profileLimit"`
+		TokenLifetime       string            `json:"tokenLifetime"`
+		WriteQuotaPerMinute int               `json:"writeQuotaPerMinute"`
+		OSLoginDisabled     bool              `json:"osLoginDisabled"`
+		ProjectMetadata     map[string]string `json:"projectMetadata"`
+		Instances           []Instance        `json:"instances"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -157,6 +194,7 @@ func ParseConfig(b []byte) (Config, error) {
 		InstanceName: f.InstanceName, InstanceID: f.InstanceID, Accounts: f.Accounts,
 		InstanceScopes: f.InstanceScopes, ProfileLimit: f.ProfileLimit,
 		WriteQuotaPerMinute: f.WriteQuotaPerMinute, OSLoginDisabled: f.OSLoginDisabled,
+		ProjectMetadata: f.ProjectMetadata, Instances: f.Instances,
 	}
 	var err error
 	if c.PurgeDelay, err = parseDuration("purgeDelay", f.PurgeDelay); err != nil {
@@ -200,9 +238,6 @@ func (c Config) normalize() (Config, error) {
 	if c.InstanceName == "" {
 		c.InstanceName = DefaultInstanceName
 	}
-	if c.InstanceID == "" {
-		c.InstanceID = derivedDigits("instance-id:"+c.ProjectID+"/"+c.InstanceName, 19)
-	}
 	if len(c.InstanceScopes) == 0 {
 		c.InstanceScopes = []string{ScopeCloudPlatform}
 	}
@@ -229,6 +264,58 @@ func (c Config) normalize() (Config, error) {
 			return c, err
 		}
 		c.Accounts = append(c.Accounts, n)
+	}
+	return c.normalizeInstances()
+}
+
+// normalizeInstances completes the instance list (the default instance
+// first when it is missing), the project metadata, and mirrors the default
+// instance into the single-VM fields.
+func (c Config) normalizeInstances() (Config, error) {
+	if c.ProjectMetadata == nil {
+		c.ProjectMetadata = map[string]string{MetaEnableGuestAttrs: "TRUE"}
+		if !c.OSLoginDisabled {
+			c.ProjectMetadata[MetaEnableOSLogin] = "TRUE"
+		}
+	} else {
+		c.ProjectMetadata = maps.Clone(c.ProjectMetadata)
+	}
+	for k := range c.ProjectMetadata {
+		if !metadataKeyRE.MatchString(k) {
+			return c, fmt.Errorf("project metadata: invalid key %q", k)
+		}
+	}
+	in := c.Instances
+	c.Instances = make([]Instance, 0, len(in)+1)
+	hasDefault := false
+	for _, i := range in {
+		n, err := normalizeInstance(i, &c, c.Accounts)
+		if err != nil {
+			return c, err
+		}
+		hasDefault = hasDefault || n.Name == c.InstanceName && n.Zone == c.Zone
+		c.Instances = append(c.Instances, n)
+	}
+	if !hasDefault {
+		if len(in) > 0 && c.InstanceID == "" && c.InstanceName == DefaultInstanceName {
+			// Instances were configured and none was named the default:
+			// the first one is the VM the metadata server speaks as.
+			c.InstanceName, c.Zone = c.Instances[0].Name, c.Instances[0].Zone
+		} else {
+			d, err := normalizeInstance(Instance{Name: c.InstanceName, ID: c.InstanceID, Scopes: c.InstanceScopes}, &c, c.Accounts)
+			if err != nil {
+				return c, err
+			}
+			c.Instances = append([]Instance{d}, c.Instances...)
+		}
+	}
+	if err := checkUniqueInstances(c.Instances); err != nil {
+		return c, err
+	}
+	for _, i := range c.Instances {
+		if i.Name == c.InstanceName && i.Zone == c.Zone {
+			c.InstanceID, c.InstanceScopes = i.ID, slices.Clone(i.Scopes)
+		}
 	}
 	return c, nil
 }

@@ -32,17 +32,19 @@ type Emulator struct {
 	closeOnce sync.Once
 	closed    chan struct{} // releases stalled and delayed requests
 
-	mu         sync.Mutex
-	offset     time.Duration
-	accounts   []*account // configuration order; [0] is the attached SA if it is one
-	byEmail    map[string]*account
-	tokens     map[string]*accessToken
-	mdsTokens  map[string]string
-	calls      map[string]int
-	faults     []Fault
-	writeQuota int
-	quota      map[string]*quotaWindow
-	refresh    map[string]string // user refresh token → e-mail
+	mu          sync.Mutex
+	offset      time.Duration
+	accounts    []*account // configuration order; [0] is the attached SA if it is one
+	byEmail     map[string]*account
+	tokens      map[string]*accessToken
+	mdsTokens   map[string]string
+	calls       map[string]int
+	faults      []Fault
+	writeQuota  int
+	quota       map[string]*quotaWindow
+	refresh     map[string]string // user refresh token → e-mail
+	instances   []*instance       // configuration order, then additions
+	projectMeta map[string]string // commonInstanceMetadata
 }
 
 // New builds an emulator from opts; the configuration is validated and
@@ -74,15 +76,26 @@ func New(opts Options) (*Emulator, error) {
 		}
 	}
 	e.cfg.Accounts = nil
+	now := e.nowLocked().Format(time.RFC3339Nano)
+	for _, in := range cfg.Instances {
+		e.instances = append(e.instances, &instance{Instance: in, created: now})
+	}
+	e.projectMeta = cfg.ProjectMetadata
+	e.cfg.Instances, e.cfg.ProjectMetadata = nil, nil
 	e.handler = e.routes()
 	return e, nil
 }
 
-// Config returns the normalised configuration, with the current accounts.
+// Config returns the normalised configuration, with the current accounts,
+// instances and project metadata.
 func (e *Emulator) Config() Config {
 	c := e.cfg
 	c.Accounts = e.Accounts()
 	c.InstanceScopes = append([]string(nil), c.InstanceScopes...)
+	for _, in := range e.Instances() {
+		c.Instances = append(c.Instances, in.Instance)
+	}
+	c.ProjectMetadata = e.ProjectMetadata()
 	return c
 }
 

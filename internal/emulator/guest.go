@@ -17,12 +17,12 @@ type guestUsersJSON struct {
 // visible once it has a POSIX account (created by import or provisioning);
 // whether it may log in is authorize's business. Keys that have expired by
 // the emulator clock are never served, purged or not.
-func (e *Emulator) serveGuest(w http.ResponseWriter, r *http.Request, path string) {
-	if e.cfg.OSLoginDisabled {
+func (e *Emulator) serveGuest(w http.ResponseWriter, r *http.Request, vm vmView, path string) {
+	if !vm.osLogin {
 		metadataNotFound(w)
 		return
 	}
-	code, v := e.guestAnswer(path, r.URL.Query())
+	code, v := e.guestAnswer(vm, path, r.URL.Query())
 	switch code {
 	case http.StatusOK:
 		writeMetadataJSON(w, v)
@@ -35,7 +35,7 @@ func (e *Emulator) serveGuest(w http.ResponseWriter, r *http.Request, path strin
 
 // guestAnswer computes the answer under the lock; serveGuest writes it
 // after, so a latency fault never holds the lock.
-func (e *Emulator) guestAnswer(path string, q url.Values) (int, any) {
+func (e *Emulator) guestAnswer(vm vmView, path string, q url.Values) (int, any) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.purgeLocked()
@@ -104,10 +104,8 @@ func (e *Emulator) guestAnswer(path string, q url.Values) (int, any) {
 		if a == nil {
 			return http.StatusNotFound, nil
 		}
-		ok := a.Login
-		if policy == "adminLogin" {
-			ok = a.AdminLogin
-		}
+		in := e.instanceLocked(vm.Zone, vm.ID)
+		ok := in != nil && e.mayLoginLocked(a, in, policy == "adminLogin")
 		return http.StatusOK, map[string]bool{"success": ok}
 
 	case path == "oslogin/users":

@@ -216,7 +216,7 @@ func TestGuestDisabled(t *testing.T) {
 	cfg := testConfig()
 	cfg.OSLoginDisabled = true
 	srv := emulatortest.Start(t, cfg)
-	for _, q := range []string{"oslogin/users?pagesize=10", "oslogin/authorize?email=x&policy=login", "instance/attributes/enable-oslogin"} {
+	for _, q := range []string{"oslogin/users?pagesize=10", "oslogin/authorize?email=x&policy=login", "project/attributes/enable-oslogin"} {
 		if code, _, _ := mdGet(t, srv, q); code != 404 {
 			t.Errorf("%s: %d, want 404", q, code)
 		}

@@ -4,10 +4,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"html"
+	"io"
+	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 const metadataPrefix = "/computeMetadata/v1/"
@@ -103,20 +108,38 @@ func (e *Emulator) serveMetadata(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	vm, ok := e.requestVM(r)
+	if !ok {
+		writeMetadata(w, http.StatusNotFound, "text/plain; charset=utf-8",
+			"unknown instance "+strconv.Quote(r.Header.Get(InstanceHeader))+" named by "+InstanceHeader+"\n")
+		return
+	}
+	if rest, ok := strings.CutPrefix(path, "instance/guest-attributes/"); ok {
+		e.serveGuestAttributes(w, r, vm, rest)
+		return
+	}
 	if r.Method != http.MethodGet {
 		writeMetadata(w, http.StatusMethodNotAllowed, "text/plain; charset=utf-8", "Method not allowed\n")
 		return
 	}
 	if strings.HasPrefix(path, "oslogin/") {
-		e.serveGuest(w, r, path)
+		e.serveGuest(w, r, vm, path)
 		return
 	}
 	if rest, ok := strings.CutPrefix(path, "instance/service-accounts/"); ok {
-		e.serveServiceAccounts(w, r, rest)
+		e.serveServiceAccounts(w, r, vm, rest)
 		return
 	}
 	text := func(s string) { writeMetadata(w, http.StatusOK, "application/text", s) }
 	c := e.cfg
+	if key, ok := strings.CutPrefix(path, "instance/attributes/"); ok {
+		serveAttributes(w, vm.Metadata, key)
+		return
+	}
+	if key, ok := strings.CutPrefix(path, "project/attributes/"); ok {
+		serveAttributes(w, vm.project, key)
+		return
+	}
 	switch path {
 	case "":
 		text("instance/\noslogin/\nproject/\n")
@@ -125,38 +148,155 @@ func (e *Emulator) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	case "project/numeric-project-id":
 		text(c.ProjectNumber)
 	case "instance/id":
-		text(c.InstanceID)
+		text(vm.ID)
 	case "instance/name":
-		text(c.InstanceName)
+		text(vm.Name)
 	case "instance/hostname":
-		text(c.InstanceName + "." + c.Zone + ".c." + c.ProjectID + ".internal")
+		text(vm.Name + "." + vm.Zone + ".c." + c.ProjectID + ".internal")
 	case "instance/zone":
-		text("projects/" + c.ProjectNumber + "/zones/" + c.Zone)
-	case "instance/attributes/enable-oslogin":
-		if c.OSLoginDisabled {
+		text("projects/" + c.ProjectNumber + "/zones/" + vm.Zone)
+	case "instance/network-interfaces/0/ip":
+		text(vm.NetworkIP)
+	case "instance/network-interfaces/0/access-configs/0/external-ip":
+		if vm.NatIP == "" {
 			metadataNotFound(w)
 			return
 		}
-		text("TRUE")
+		text(vm.NatIP)
 	default: // includes universe/universe-domain: 404 means googleapis.com
 		metadataNotFound(w)
 	}
 }
 
-// attachedLocked is the VM's service account: Accounts[0] if it is one.
-func (e *Emulator) attachedLocked() *account {
-	if len(e.accounts) > 0 && e.accounts[0].ServiceAccount {
-		return e.accounts[0]
+// InstanceHeader names the instance a metadata request speaks as (its name
+// or numeric id, optionally "zone/name"). On GCE the server knows the VM by
+// the caller's address; on one loopback host the caller says it. Without the
+// header the request comes from the default instance (Config.InstanceName).
+const InstanceHeader = "X-Emulator-Instance"
+
+// vmView is what one metadata request needs of its instance, copied under
+// the lock so that answers (and latency faults) never hold it.
+type vmView struct {
+	InstanceState
+	project  map[string]string // commonInstanceMetadata
+	attached *Account          // nil: no service account
+	osLogin  bool              // effective enable-oslogin
+	certOnly bool              // effective enable-oslogin-certificates
+}
+
+// requestVM resolves InstanceHeader (or the default instance).
+func (e *Emulator) requestVM(r *http.Request) (vmView, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	in := e.defaultInstanceLocked()
+	if ref := r.Header.Get(InstanceHeader); ref != "" {
+		zone, name, ok := strings.Cut(ref, "/")
+		if !ok {
+			zone, name = "", ref
+		}
+		in = e.instanceLocked(zone, name)
 	}
-	return nil
+	if in == nil {
+		return vmView{}, false
+	}
+	v := vmView{InstanceState: in.snapshot(), project: maps.Clone(e.projectMeta),
+		osLogin:  e.metadataTrueLocked(in, MetaEnableOSLogin),
+		certOnly: e.metadataTrueLocked(in, MetaEnableCertificates)}
+	if sa := e.attachedAccountLocked(in); sa != nil {
+		a := sa.Account
+		v.attached = &a
+	}
+	return v, true
+}
+
+// serveAttributes answers .../attributes/ (the keys, one a line) and
+// .../attributes/KEY (the value).
+func serveAttributes(w http.ResponseWriter, md map[string]string, key string) {
+	if key == "" {
+		keys := slices.Sorted(maps.Keys(md))
+		var b strings.Builder
+		for _, k := range keys {
+			b.WriteString(k + "\n")
+		}
+		writeMetadata(w, http.StatusOK, "application/text", b.String())
+		return
+	}
+	v, ok := md[key]
+	if !ok {
+		metadataNotFound(w)
+		return
+	}
+	writeMetadata(w, http.StatusOK, "application/text", v)
+}
+
+// serveGuestAttributes is instance/guest-attributes/NS/KEY: the guest agent
+// PUTs its host keys there; GET reads a value back, DELETE removes it.
+func (e *Emulator) serveGuestAttributes(w http.ResponseWriter, r *http.Request, vm vmView, rest string) {
+	ns, key, _ := strings.Cut(rest, "/")
+	switch r.Method {
+	case http.MethodPut:
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxGuestAttrValue+1))
+		if err != nil {
+			writeMetadata(w, http.StatusBadRequest, "text/plain; charset=utf-8", "cannot read body\n")
+			return
+		}
+		e.mu.Lock()
+		in := e.instanceLocked(vm.Zone, vm.ID)
+		if in == nil {
+			err = ErrUnknownInstance
+		} else {
+			err = e.putGuestAttrLocked(in, ns, key, string(body))
+		}
+		e.mu.Unlock()
+		switch {
+		case errors.Is(err, errGuestAttrsDisabled):
+			metadataForbidden(w, r.URL.Path, "Guest attributes endpoint access is disabled.")
+		case err != nil:
+			writeMetadata(w, http.StatusBadRequest, "text/plain; charset=utf-8", err.Error()+"\n")
+		default:
+			writeMetadata(w, http.StatusOK, "application/text", "")
+		}
+	case http.MethodGet:
+		e.mu.Lock()
+		in := e.instanceLocked(vm.Zone, vm.ID)
+		enabled := in != nil && e.metadataTrueLocked(in, MetaEnableGuestAttrs)
+		var found []GuestAttribute
+		if enabled {
+			found = guestAttrsLocked(in, rest)
+		}
+		e.mu.Unlock()
+		switch {
+		case !enabled:
+			metadataForbidden(w, r.URL.Path, "Guest attributes endpoint access is disabled.")
+		case key != "" && len(found) == 1:
+			writeMetadata(w, http.StatusOK, "application/text", found[0].Value)
+		case key == "" && len(found) > 0:
+			var b strings.Builder
+			for _, a := range found {
+				b.WriteString(a.Key + "\n")
+			}
+			writeMetadata(w, http.StatusOK, "application/text", b.String())
+		default:
+			metadataNotFound(w)
+		}
+	case http.MethodDelete:
+		e.mu.Lock()
+		if in := e.instanceLocked(vm.Zone, vm.ID); in != nil {
+			in.guestAttrs = slices.DeleteFunc(in.guestAttrs, func(a GuestAttribute) bool {
+				return a.Namespace == ns && a.Key == key
+			})
+		}
+		e.mu.Unlock()
+		writeMetadata(w, http.StatusOK, "application/text", "")
+	default:
+		writeMetadata(w, http.StatusMethodNotAllowed, "text/plain; charset=utf-8", "Method not allowed\n")
+	}
 }
 
 // serveServiceAccounts answers instance/service-accounts/..., where the
 // account segment is "default" or the attached account's e-mail.
-func (e *Emulator) serveServiceAccounts(w http.ResponseWriter, r *http.Request, rest string) {
-	e.mu.Lock()
-	sa := e.attachedLocked()
-	e.mu.Unlock()
+func (e *Emulator) serveServiceAccounts(w http.ResponseWriter, r *http.Request, vm vmView, rest string) {
+	sa := vm.attached
 	if rest == "" {
 		if sa == nil {
 			writeMetadata(w, http.StatusOK, "application/text", "")
@@ -176,16 +316,25 @@ func (e *Emulator) serveServiceAccounts(w http.ResponseWriter, r *http.Request, 
 	case "email":
 		writeMetadata(w, http.StatusOK, "application/text", sa.Email)
 	case "scopes":
-		writeMetadata(w, http.StatusOK, "application/text", strings.Join(e.cfg.InstanceScopes, "\n")+"\n")
+		writeMetadata(w, http.StatusOK, "application/text", strings.Join(vm.Scopes, "\n")+"\n")
 	case "token":
-		scopes := e.cfg.InstanceScopes
+		scopes := vm.Scopes
 		if s := r.URL.Query().Get("scopes"); s != "" {
-			scopes = grantableScopes(strings.Split(s, ","), e.cfg.InstanceScopes)
+			scopes = grantableScopes(strings.Split(s, ","), vm.Scopes)
 		}
 		e.mu.Lock()
-		tok, exp := e.metadataTokenLocked(sa, scopes)
-		now := e.nowLocked()
+		var tok string
+		var exp, now time.Time
+		a := e.lookupLocked(sa.Email)
+		if a != nil {
+			tok, exp = e.metadataTokenLocked(a, scopes)
+			now = e.nowLocked()
+		}
 		e.mu.Unlock()
+		if a == nil {
+			metadataNotFound(w)
+			return
+		}
 		writeMetadataJSON(w, tokenResponse(tok, exp, now))
 	default:
 		metadataNotFound(w)

@@ -27,7 +27,7 @@ func TestMetadataPaths(t *testing.T) {
 		{"instance/id", c.InstanceID, "application/text", 200},
 		{"instance/name", "emulator-vm", "application/text", 200},
 		{"instance/zone", "projects/" + c.ProjectNumber + "/zones/us-central1-a", "application/text", 200},
-		{"instance/attributes/enable-oslogin", "TRUE", "application/text", 200},
+		{"project/attributes/enable-oslogin", "TRUE", "application/text", 200},
 		{"instance/service-accounts/", "default/\n" + saEmail + "/\n", "application/text", 200},
 		{"instance/service-accounts/default/email", saEmail, "application/text", 200},
 		{"instance/service-accounts/" + saEmail + "/email", saEmail, "application/text", 200},

@@ -249,6 +249,30 @@ func (e *Emulator) SetGrant(email string, login, adminLogin bool) error {
 	return nil
 }
 
+// ProjectRoles are project-level roles beyond login; nil fields stay as
+// they are.
+type ProjectRoles struct {
+	ComputeViewer *bool `json:"computeViewer,omitempty"` // roles/compute.viewer
+	IAPTunnel     *bool `json:"iapTunnel,omitempty"`     // roles/iap.tunnelResourceAccessor
+}
+
+// SetProjectRoles grants or revokes project-level roles of email.
+func (e *Emulator) SetProjectRoles(email string, r ProjectRoles) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.lookupLocked(email)
+	if a == nil {
+		return fmt.Errorf("set project roles: unknown account %q", email)
+	}
+	if r.ComputeViewer != nil {
+		a.ComputeViewer = *r.ComputeViewer
+	}
+	if r.IAPTunnel != nil {
+		a.IAPTunnel = *r.IAPTunnel
+	}
+	return nil
+}
+
 // ImportKey seeds a key as users.importSshPublicKey would (same validation,
 // size limit and POSIX account creation) without going through HTTP, for
 // tests that need a profile in place. projectID "" means the emulator's
