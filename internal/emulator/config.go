@@ -89,6 +89,9 @@ type Config struct {
 	// OSLoginDisabled makes the VM-side oslogin/ endpoints and the
 	// enable-oslogin attribute answer 404, as on a VM without OS Login.
 	OSLoginDisabled bool
+	// Groups are the OS Login POSIX groups the VM's NSS module sees; none by
+	// default. Members must be accounts of Accounts (see Group).
+	Groups []Group
 }
 
 // DefaultConfig is what the emulator serves without configuration: project
@@ -131,7 +134,8 @@ func LoadConfig(path string) (Config, error) {
 //	 "profileLimit": 32768, "tokenLifetime": "1h", "writeQuotaPerMinute": 60,
 //	 "osLoginDisabled": false,
 //	 "accounts": [{"email": "a@p.iam.gserviceaccount.com", "login": true},
-//	              {"email": "u@example.com", "username": "u", "adminLogin": true}]}
+//	              {"email": "u@example.com", "username": "u", "adminLogin": true}],
+//	 "groups": [{"name": "devs", "gid": 5001, "members": ["u@example.com"]}]}
 func ParseConfig(b []byte) (Config, error) {
 	var f struct {
 		ProjectID           string    `json:"projectId"`
@@ -146,6 +150,7 @@ func ParseConfig(b []byte) (Config, error) {
 		TokenLifetime       string    `json:"tokenLifetime"`
 		WriteQuotaPerMinute int       `json:"writeQuotaPerMinute"`
 		OSLoginDisabled     bool      `json:"osLoginDisabled"`
+		Groups              []Group   `json:"groups"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -157,6 +162,7 @@ func ParseConfig(b []byte) (Config, error) {
 		InstanceName: f.InstanceName, InstanceID: f.InstanceID, Accounts: f.Accounts,
 		InstanceScopes: f.InstanceScopes, ProfileLimit: f.ProfileLimit,
 		WriteQuotaPerMinute: f.WriteQuotaPerMinute, OSLoginDisabled: f.OSLoginDisabled,
+		Groups: f.Groups,
 	}
 	var err error
 	if c.PurgeDelay, err = parseDuration("purgeDelay", f.PurgeDelay); err != nil {
@@ -230,6 +236,15 @@ func (c Config) normalize() (Config, error) {
 		}
 		c.Accounts = append(c.Accounts, n)
 	}
+	var groups []Group // nil when none, like an unconfigured Config
+	for _, g := range c.Groups {
+		n, err := normalizeGroup(g.clone(), c.Accounts, groups)
+		if err != nil {
+			return c, err
+		}
+		groups = append(groups, n)
+	}
+	c.Groups = groups
 	return c, nil
 }
 

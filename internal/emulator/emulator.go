@@ -36,6 +36,7 @@ type Emulator struct {
 	offset     time.Duration
 	accounts   []*account // configuration order; [0] is the attached SA if it is one
 	byEmail    map[string]*account
+	groups     []Group // POSIX groups in creation order; members are accounts' e-mails
 	tokens     map[string]*accessToken
 	mdsTokens  map[string]string
 	calls      map[string]int
@@ -74,14 +75,18 @@ func New(opts Options) (*Emulator, error) {
 		}
 	}
 	e.cfg.Accounts = nil
+	e.groups = cfg.Groups // validated by normalize, against the same accounts
+	e.cfg.Groups = nil
 	e.handler = e.routes()
 	return e, nil
 }
 
-// Config returns the normalised configuration, with the current accounts.
+// Config returns the normalised configuration, with the current accounts
+// and groups.
 func (e *Emulator) Config() Config {
 	c := e.cfg
 	c.Accounts = e.Accounts()
+	c.Groups = e.Groups()
 	c.InstanceScopes = append([]string(nil), c.InstanceScopes...)
 	return c
 }
@@ -117,7 +122,8 @@ func (e *Emulator) count(id string) {
 // Calls returns how often each method was called since the last reset,
 // failed and faulted calls included. Keys are discovery ids
 // ("users.importSshPublicKey") for the API, "metadata.token",
-// "metadata.get", "metadata.oslogin.users", "metadata.oslogin.authorize"
+// "metadata.get", "metadata.oslogin.users" (users?groupname= included, as
+// it is the users path), "metadata.oslogin.groups", "metadata.oslogin.authorize"
 // for the metadata server and "oauth2.token" for the token endpoint.
 func (e *Emulator) Calls() map[string]int {
 	e.mu.Lock()
