@@ -1,6 +1,7 @@
 package emulator_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -355,5 +356,76 @@ func TestParseConfigGroups(t *testing.T) {
 		if _, err := emulator.ParseConfig([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
+	}
+}
+
+// TestAdminGroups drives the group routes through AdminClient and checks
+// that the VM sees every change at once.
+func TestAdminGroups(t *testing.T) {
+	srv := emulatortest.Start(t, testConfig())
+	provision(t, srv.Emulator, saEmail, userEmail)
+	sa := account(t, srv.Emulator, saEmail)
+	ctx := context.Background()
+	admin := srv.Admin
+	status := func(q string) int {
+		code, _, _ := mdGet(t, srv, "oslogin/"+q)
+		return code
+	}
+
+	if gs, err := admin.Groups(ctx); err != nil || len(gs) != 0 {
+		t.Fatalf("groups %+v, %v", gs, err)
+	}
+	g, err := admin.AddGroup(ctx, emulator.Group{Name: "devs", GID: 5001, Members: []string{strings.ToUpper(userEmail)}})
+	if err != nil || !reflect.DeepEqual(g, emulator.Group{Name: "devs", GID: 5001, Members: []string{userEmail}}) {
+		t.Fatalf("add: %+v, %v", g, err)
+	}
+	for _, bad := range []emulator.Group{
+		{Name: "devs", GID: 5002},
+		{Name: "ops", GID: 5002, Members: []string{"ghost@example.com"}},
+		{Name: "ops:x", GID: 5002},
+	} {
+		if _, err := admin.AddGroup(ctx, bad); err == nil || !strings.Contains(err.Error(), "HTTP 400") {
+			t.Errorf("add %+v: %v", bad, err)
+		}
+	}
+	if _, _, body := mdGet(t, srv, "oslogin/users?groupname=devs"); body != `{"usernames":["first_last_tag_example_com"],"nextPageToken":"0"}` {
+		t.Errorf("members %s", body)
+	}
+
+	g, err = admin.SetGroupMembers(ctx, "devs", []string{saEmail})
+	if err != nil || !reflect.DeepEqual(g.Members, []string{saEmail}) {
+		t.Fatalf("set members: %+v, %v", g, err)
+	}
+	if _, _, body := mdGet(t, srv, "oslogin/groups?email="+sa.UniqueID); body != `{"posixGroups":[{"name":"devs","gid":"5001"}],"nextPageToken":"0"}` {
+		t.Errorf("groups of the SA %s", body)
+	}
+	if _, _, body := mdGet(t, srv, "oslogin/groups?email="+url.QueryEscape(userEmail)); body != `{"posixGroups":[],"nextPageToken":"0"}` {
+		t.Errorf("groups of the removed member %s", body)
+	}
+	if _, err := admin.SetGroupMembers(ctx, "devs", []string{"ghost@example.com"}); err == nil || !strings.Contains(err.Error(), "HTTP 400") {
+		t.Errorf("unknown member: %v", err)
+	}
+	if _, err := admin.SetGroupMembers(ctx, "nope", nil); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Errorf("unknown group: %v", err)
+	}
+	if g, err := admin.SetGroupMembers(ctx, "devs", nil); err != nil || len(g.Members) != 0 {
+		t.Errorf("clear members: %+v, %v", g, err)
+	}
+
+	st, err := admin.State(ctx)
+	if err != nil || len(st.Groups) != 1 || st.Groups[0].Name != "devs" {
+		t.Errorf("state groups %+v, %v", st.Groups, err)
+	}
+	if err := admin.DeleteGroup(ctx, "devs"); err != nil {
+		t.Fatal(err)
+	}
+	if code := status("groups?groupname=devs"); code != 404 {
+		t.Errorf("deleted group: %d", code)
+	}
+	if err := admin.DeleteGroup(ctx, "devs"); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Errorf("delete twice: %v", err)
+	}
+	if gs, err := admin.Groups(ctx); err != nil || len(gs) != 0 {
+		t.Errorf("after delete %+v, %v", gs, err)
 	}
 }
