@@ -11,7 +11,8 @@ import (
 
 // Admin API, under /emulator/v1/. It needs no credentials and therefore only
 // answers loopback callers. Requests and answers are JSON; errors are
-// {"error": "text"} with status 400 (bad input) or 404 (unknown account).
+// {"error": "text"} with status 400 (bad input) or 404 (unknown account or
+// group).
 //
 //	GET    /emulator/v1/state                    → State
 //	GET    /emulator/v1/calls                    → {"users.importSshPublicKey": 2, ...}
@@ -28,6 +29,13 @@ import (
 //	PUT    /emulator/v1/accounts/{email}/grant {"login":true,"adminLogin":false} → Account
 //	POST   /emulator/v1/accounts/{email}/token {"scopes":[...]} → {"access_token","expires_in","token_type"}
 //	POST   /emulator/v1/accounts/{email}/key {"tokenUri": optional} → service-account JSON key file
+//	GET    /emulator/v1/groups                   → [Group]
+//	POST   /emulator/v1/groups Group             → 201 Group (members spelt as their accounts)
+//	DELETE /emulator/v1/groups/{name}            → 204
+//	PUT    /emulator/v1/groups/{name}/members {"members":["a@example.com"]} → Group
+//
+// Group JSON: {"name":"devs","gid":5001,"members":["a@example.com"]}; the
+// rules are those of Config.Groups.
 //
 // Fault JSON: {"methods":"write","rate":0.5,"times":2,"status":429,
 // "retryAfter":"10s","latency":"100ms","stall":"2s","drop":true,
@@ -160,7 +168,48 @@ func (e *Emulator) adminRoutes() http.Handler {
 		_, _ = w.Write(b) // a vanished client cannot be told anything
 	})
 	e.instanceAdminRoutes(mux)
+	mux.HandleFunc("GET /emulator/v1/groups", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, nonNil(e.Groups()))
+	})
+	mux.HandleFunc("POST /emulator/v1/groups", func(w http.ResponseWriter, r *http.Request) {
+		var g Group
+		if !readAdmin(w, r, &g) {
+			return
+		}
+		n, err := e.AddGroup(g)
+		if err != nil {
+			adminError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusCreated, n)
+	})
+	mux.HandleFunc("DELETE /emulator/v1/groups/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if err := e.DeleteGroup(r.PathValue("name")); err != nil {
+			adminError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("PUT /emulator/v1/groups/{name}/members", func(w http.ResponseWriter, r *http.Request) {
+		var req groupMembersJSON
+		if !readAdmin(w, r, &req) {
+			return
+		}
+		g, err := e.SetGroupMembers(r.PathValue("name"), req.Members)
+		switch {
+		case errors.Is(err, errUnknownGroup):
+			adminError(w, http.StatusNotFound, err.Error())
+		case err != nil:
+			adminError(w, http.StatusBadRequest, err.Error())
+		default:
+			writeJSON(w, http.StatusOK, g)
+		}
+	})
 	return mux
+}
+
+type groupMembersJSON struct {
+	Members []string `json:"members"`
 }
 
 type clockJSON struct {

@@ -81,6 +81,8 @@ func (c *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 
 func accountPath(email, rest string) string { return "accounts/" + url.PathEscape(email) + "/" + rest }
 
+func groupPath(name string) string { return "groups/" + url.PathEscape(name) }
+
 // State returns every account with its POSIX accounts and keys.
 func (c *AdminClient) State(ctx context.Context) (State, error) {
 	var s State
@@ -221,4 +223,28 @@ func (c *AdminClient) SetProjectMetadata(ctx context.Context, key, value string)
 // SetProjectRoles grants or revokes project-level roles (nil: unchanged).
 func (c *AdminClient) SetProjectRoles(ctx context.Context, email string, r ProjectRoles) error {
 	return c.do(ctx, http.MethodPut, accountPath(email, "roles"), r, nil)
+}
+
+// Groups lists the POSIX groups.
+func (c *AdminClient) Groups(ctx context.Context) ([]Group, error) {
+	var gs []Group
+	return gs, c.do(ctx, http.MethodGet, "groups", nil, &gs)
+}
+
+// AddGroup creates a POSIX group and returns it as stored.
+func (c *AdminClient) AddGroup(ctx context.Context, g Group) (Group, error) {
+	var out Group
+	return out, c.do(ctx, http.MethodPost, "groups", g, &out)
+}
+
+// DeleteGroup removes the POSIX group name.
+func (c *AdminClient) DeleteGroup(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, groupPath(name), nil, nil)
+}
+
+// SetGroupMembers replaces the members of group name by the accounts with
+// the given e-mails and returns the group as stored.
+func (c *AdminClient) SetGroupMembers(ctx context.Context, name string, emails []string) (Group, error) {
+	var out Group
+	return out, c.do(ctx, http.MethodPut, groupPath(name)+"/members", groupMembersJSON{Members: nonNil(emails)}, &out)
 }

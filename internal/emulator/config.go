@@ -111,6 +111,9 @@ type Config struct {
 	// metadata, so the VM-side oslogin/ endpoints and the enable-oslogin
 	// attribute answer 404, as on a VM without OS Login.
 	OSLoginDisabled bool
+	// Groups are the OS Login POSIX groups the VM's NSS module sees; none by
+	// default. Members must be accounts of Accounts (see Group).
+	Groups []Group
 }
 
 // DefaultConfig is what the emulator serves without configuration: project
@@ -166,7 +169,8 @@ func LoadConfig(path string) (Config, error) {
 //	                "natIP": "127.0.0.3", "status": "RUNNING",
 //	                "serviceAccount": "a@p.iam.gserviceaccount.com", "scopes": ["..."],
 //	                "metadata": {"enable-oslogin-certificates": "TRUE"},
-//	                "grants": {"u@example.com": {"login": true, "iapTunnel": true}}}]}
+//	                "grants": {"u@example.com": {"login": true, "iapTunnel": true}}}],
+//	 "groups": [{"name": "devs", "gid": 5001, "members": ["u@example.com"]}]}
 func ParseConfig(b []byte) (Config, error) {
 	var f struct {
 		ProjectID           string            `json:"projectId"`
@@ -183,6 +187,7 @@ func ParseConfig(b []byte) (Config, error) {
 		OSLoginDisabled     bool              `json:"osLoginDisabled"`
 		ProjectMetadata     map[string]string `json:"projectMetadata"`
 		Instances           []Instance        `json:"instances"`
+		Groups              []Group           `json:"groups"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -194,7 +199,7 @@ func ParseConfig(b []byte) (Config, error) {
 		InstanceName: f.InstanceName, InstanceID: f.InstanceID, Accounts: f.Accounts,
 		InstanceScopes: f.InstanceScopes, ProfileLimit: f.ProfileLimit,
 		WriteQuotaPerMinute: f.WriteQuotaPerMinute, OSLoginDisabled: f.OSLoginDisabled,
-		ProjectMetadata: f.ProjectMetadata, Instances: f.Instances,
+		ProjectMetadata: f.ProjectMetadata, Instances: f.Instances, Groups: f.Groups,
 	}
 	var err error
 	if c.PurgeDelay, err = parseDuration("purgeDelay", f.PurgeDelay); err != nil {
@@ -265,6 +270,15 @@ func (c Config) normalize() (Config, error) {
 		}
 		c.Accounts = append(c.Accounts, n)
 	}
+	var groups []Group // nil when none, like an unconfigured Config
+	for _, g := range c.Groups {
+		n, err := normalizeGroup(g.clone(), c.Accounts, groups)
+		if err != nil {
+			return c, err
+		}
+		groups = append(groups, n)
+	}
+	c.Groups = groups
 	return c.normalizeInstances()
 }
 

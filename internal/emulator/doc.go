@@ -8,16 +8,17 @@
 // e-mails, int64 as JSON strings, the SHA-256 fingerprint rule, Google's error
 // envelope and texts, and the guest's pagination and expiry rules.
 //
-// One [Emulator] owns one state (accounts, POSIX accounts, SSH keys, the
-// project's Compute Engine instances with their metadata, IAM bindings and
-// guest attributes, issued tokens, call counters, faults, quota windows, a
-// clock offset) and serves it through a single [http.Handler]:
+// One [Emulator] owns one state (accounts, POSIX accounts and groups, SSH
+// keys, the project's Compute Engine instances with their metadata, IAM
+// bindings and guest attributes, issued tokens, call counters, faults, quota
+// windows, a clock offset) and serves it through a single [http.Handler]:
 //
 //	/v1/...                 OS Login API v1 (Bearer tokens required)
 //	/token                  OAuth 2.0 JWT-bearer grant for service-account keys
 //	/ and /computeMetadata/v1/...
 //	                        metadata server of each instance (see [InstanceHeader]),
-//	                        incl. oslogin/users, oslogin/authorize and guest attributes
+//	                        incl. oslogin/users, oslogin/groups, oslogin/authorize
+//	                        and guest attributes
 //	/emulator/v1/...        admin API (no auth, loopback callers only)
 //
 // Time comes from an injectable [Clock] plus an offset that [Emulator.Advance]

@@ -45,6 +45,7 @@ type Emulator struct {
 	refresh     map[string]string // user refresh token → e-mail
 	instances   []*instance       // configuration order, then additions
 	projectMeta map[string]string // commonInstanceMetadata
+	groups      []Group           // POSIX groups in creation order; members are accounts' e-mails
 }
 
 // New builds an emulator from opts; the configuration is validated and
@@ -82,15 +83,18 @@ func New(opts Options) (*Emulator, error) {
 	}
 	e.projectMeta = cfg.ProjectMetadata
 	e.cfg.Instances, e.cfg.ProjectMetadata = nil, nil
+	e.groups = cfg.Groups // validated by normalize, against the same accounts
+	e.cfg.Groups = nil
 	e.handler = e.routes()
 	return e, nil
 }
 
 // Config returns the normalised configuration, with the current accounts,
-// instances and project metadata.
+// groups, instances and project metadata.
 func (e *Emulator) Config() Config {
 	c := e.cfg
 	c.Accounts = e.Accounts()
+	c.Groups = e.Groups()
 	c.InstanceScopes = append([]string(nil), c.InstanceScopes...)
 	for _, in := range e.Instances() {
 		c.Instances = append(c.Instances, in.Instance)
@@ -130,7 +134,8 @@ func (e *Emulator) count(id string) {
 // Calls returns how often each method was called since the last reset,
 // failed and faulted calls included. Keys are discovery ids
 // ("users.importSshPublicKey") for the API, "metadata.token",
-// "metadata.get", "metadata.oslogin.users", "metadata.oslogin.authorize"
+// "metadata.get", "metadata.oslogin.users" (users?groupname= included, as
+// it is the users path), "metadata.oslogin.groups", "metadata.oslogin.authorize"
 // for the metadata server and "oauth2.token" for the token endpoint.
 func (e *Emulator) Calls() map[string]int {
 	e.mu.Lock()

@@ -11,7 +11,8 @@ import (
 )
 
 // Fault selectors besides a single method id (e.g. "users.importSshPublicKey",
-// "metadata.token", "metadata.oslogin.users", "oauth2.token").
+// "metadata.token", "metadata.oslogin.users", "metadata.oslogin.groups",
+// "oauth2.token").
 const (
 	FaultAll      = "all"      // every OS Login API method
 	FaultRead     = "read"     // users.getLoginProfile, users.sshPublicKeys.get

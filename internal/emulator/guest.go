@@ -13,7 +13,8 @@ type guestUsersJSON struct {
 }
 
 // serveGuest is the VM side of OS Login, what the guest's NSS module, PAM
-// module and authorized-keys command ask the metadata server. An account is
+// module and authorized-keys command ask the metadata server (POSIX groups
+// are in groups.go). An account is
 // visible once it has a POSIX account (created by import or provisioning);
 // whether it may log in is authorize's business. Keys that have expired by
 // the emulator clock are never served, purged or not.
@@ -22,7 +23,13 @@ func (e *Emulator) serveGuest(w http.ResponseWriter, r *http.Request, vm vmView,
 		metadataNotFound(w)
 		return
 	}
-	code, v := e.guestAnswer(vm, path, r.URL.Query())
+	q := r.URL.Query()
+	if path == "oslogin/groups" { // the guest sends this e-mail unencoded
+		if email, ok := literalQueryValue(r.URL.RawQuery, "email"); ok {
+			q.Set("email", email)
+		}
+	}
+	code, v := e.guestAnswer(vm, path, q)
 	switch code {
 	case http.StatusOK:
 		writeMetadataJSON(w, v)
@@ -46,7 +53,7 @@ func (e *Emulator) guestAnswer(vm vmView, path string, q url.Values) (int, any) 
 	}
 	var visible []*account
 	for _, a := range e.accounts {
-		if len(a.projects) > 0 {
+		if isVisible(a) {
 			visible = append(visible, a)
 		}
 	}
@@ -71,6 +78,12 @@ func (e *Emulator) guestAnswer(vm vmView, path string, q url.Values) (int, any) 
 			}
 		}
 		return http.StatusNotFound, nil
+
+	case path == "oslogin/users" && q.Has("groupname"):
+		return e.groupUsersLocked(q)
+
+	case path == "oslogin/groups":
+		return e.groupsAnswerLocked(q)
 
 	case path == "oslogin/users" && q.Has("pagesize"):
 		// Page tokens are offsets. A page is never empty, and the list ends

@@ -76,6 +76,8 @@ func metadataID(path string) string {
 		return "metadata.oslogin.users"
 	case path == "oslogin/authorize":
 		return "metadata.oslogin.authorize"
+	case path == "oslogin/groups":
+		return "metadata.oslogin.groups"
 	case strings.HasPrefix(path, "instance/service-accounts/") && strings.HasSuffix(path, "/token"):
 		return "metadata.token"
 	}

@@ -39,6 +39,7 @@ type State struct {
 	ProjectID     string         `json:"projectId"`
 	ProjectNumber string         `json:"projectNumber"`
 	Accounts      []AccountState `json:"accounts"`
+	Groups        []Group        `json:"groups,omitempty"`
 }
 
 // Fingerprint is the OS Login key id: lowercase hex SHA-256 of the exact key
@@ -110,6 +111,9 @@ func (e *Emulator) addAccountLocked(a Account) (*account, error) {
 	}
 	n, err := normalizeAccount(a, existing)
 	if err != nil {
+		return nil, err
+	}
+	if err := e.checkAccountAgainstGroupsLocked(n); err != nil {
 		return nil, err
 	}
 	acc := &account{Account: n, saKeys: map[string]*rsa.PublicKey{}}
@@ -200,6 +204,9 @@ func (e *Emulator) State() State {
 	s := State{Now: e.nowLocked(), ProjectID: e.cfg.ProjectID, ProjectNumber: e.cfg.ProjectNumber}
 	for _, a := range e.accounts {
 		s.Accounts = append(s.Accounts, a.snapshot())
+	}
+	for _, g := range e.groups {
+		s.Groups = append(s.Groups, g.clone())
 	}
 	return s
 }
