@@ -28,6 +28,7 @@ import (
 //	PUT    /emulator/v1/accounts/{email}/grant {"login":true,"adminLogin":false} → Account
 //	POST   /emulator/v1/accounts/{email}/token {"scopes":[...]} → {"access_token","expires_in","token_type"}
 //	POST   /emulator/v1/accounts/{email}/key {"tokenUri": optional} → service-account JSON key file
+//	GET    /emulator/v1/ca                       → {"publicKey": "ssh-ed25519 AAAA..."} (the OS Login CA)
 //
 // Fault JSON: {"methods":"write","rate":0.5,"times":2,"status":429,
 // "retryAfter":"10s","latency":"100ms","stall":"2s","drop":true,
@@ -91,6 +92,9 @@ func (e *Emulator) adminRoutes() http.Handler {
 		}
 		e.SetWriteQuota(req.WritesPerMinute)
 		writeJSON(w, http.StatusOK, req)
+	})
+	mux.HandleFunc("GET /emulator/v1/ca", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, trustedCAJSON{PublicKey: e.CAPublicKey()})
 	})
 	mux.HandleFunc("GET /emulator/v1/accounts", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.Accounts())

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Options configure New.
@@ -42,9 +44,11 @@ type Emulator struct {
 	faults      []Fault
 	writeQuota  int
 	quota       map[string]*quotaWindow
-	refresh     map[string]string // user refresh token → e-mail
-	instances   []*instance       // configuration order, then additions
-	projectMeta map[string]string // commonInstanceMetadata
+	refresh     map[string]string      // user refresh token → e-mail
+	instances   []*instance            // configuration order, then additions
+	projectMeta map[string]string      // commonInstanceMetadata
+	ca          ssh.Signer             // OS Login CA; in memory only
+	certs       map[string]*issuedCert // by certificate fingerprint
 }
 
 // New builds an emulator from opts; the configuration is validated and
@@ -59,7 +63,10 @@ func New(opts Options) (*Emulator, error) {
 		closed:  make(chan struct{}),
 		byEmail: map[string]*account{}, tokens: map[string]*accessToken{}, mdsTokens: map[string]string{},
 		calls: map[string]int{}, quota: map[string]*quotaWindow{}, writeQuota: cfg.WriteQuotaPerMinute,
-		refresh: map[string]string{},
+		refresh: map[string]string{}, certs: map[string]*issuedCert{},
+	}
+	if e.ca, err = newCA(); err != nil {
+		return nil, fmt.Errorf("emulator: %w", err)
 	}
 	if e.clock == nil {
 		e.clock = realClock{}
@@ -209,6 +216,9 @@ func methodByID(id string) apiMethod {
 		rpc = "DeletePosixAccount"
 	case "users.projects.provisionPosixAccount":
 		rpc = "ProvisionPosixAccount"
+	case methodSign:
+		// A write: the server records the certificate's fingerprint.
+		rpc = "SignSshPublicKey"
 	default:
 		write = false
 	}

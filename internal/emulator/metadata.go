@@ -76,6 +76,8 @@ func metadataID(path string) string {
 		return "metadata.oslogin.users"
 	case path == "oslogin/authorize":
 		return "metadata.oslogin.authorize"
+	case path == "oslogin/certificates":
+		return "metadata.oslogin.certificates"
 	case strings.HasPrefix(path, "instance/service-accounts/") && strings.HasSuffix(path, "/token"):
 		return "metadata.token"
 	}
