@@ -16,7 +16,8 @@ import (
 )
 
 // ErrNoFingerprint is AuthorizedPrincipals' refusal of a certificate whose
-// first extension carries no OS Login fingerprint. The guest's command
+// first extension carries no OS Login fingerprint, or of input that is no
+// certificate at all. The guest's command
 // exits 1 in this case, unlike a denial (exit 0, no output).
 var ErrNoFingerprint = errors.New("certificate carries no fingerprint@google.com= first extension")
 
@@ -29,10 +30,13 @@ var ErrNoFingerprint = errors.New("certificate carries no fingerprint@google.com
 func CertificateFingerprint(certBase64 string) (string, error) {
 	blob, err := base64.StdEncoding.DecodeString(strings.TrimSpace(certBase64))
 	if err != nil {
-		return "", fmt.Errorf("certificate: not base64: %w", err)
+		return "", fmt.Errorf("certificate: not base64 (%v): %w", err, ErrNoFingerprint)
 	}
 	name, err := firstExtensionName(blob)
 	if err != nil {
+		if !errors.Is(err, ErrNoFingerprint) {
+			err = fmt.Errorf("%v: %w", err, ErrNoFingerprint)
+		}
 		return "", err
 	}
 	_, fp, ok := strings.Cut(name, fingerprintExtension)
