@@ -137,8 +137,8 @@ func (e *Emulator) count(id string) {
 // Calls returns how often each method was called since the last reset,
 // failed and faulted calls included. Keys are discovery ids
 // ("users.importSshPublicKey") for the API, "metadata.token",
-// "metadata.get", "metadata.oslogin.users", "metadata.oslogin.authorize"
-// for the metadata server and "oauth2.token" for the token endpoint.
+// "metadata.get", "metadata.oslogin.users", "metadata.oslogin.authorize",
+// "metadata.oslogin.certificates" for the metadata server and "oauth2.token" for the token endpoint.
 func (e *Emulator) Calls() map[string]int {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -383,3 +383,39 @@ func TestCertificateBinding(t *testing.T) {
 		t.Error("accepted after the certificate expired")
 	}
 }
+
+// TestSignFaults: faults select the method by its discovery id, and as a
+// write (it records a fingerprint).
+func TestSignFaults(t *testing.T) {
+	srv := emulatortest.Start(t, testConfig())
+	svc := serviceFor(t, srv, saEmail)
+	provision(t, svc, saEmail)
+	tg := defaultTarget(t, srv.Emulator)
+	srv.Emulator.SetFault(emulator.Fault{Methods: "projects.locations.signSshPublicKey", Status: 503, Times: 1})
+	if _, err := sign(svc, tg, sshKey(t, 6, "")); apiError(t, err).Code != 503 {
+		t.Errorf("with a fault: %v, want 503", err)
+	}
+	if _, err := sign(svc, tg, sshKey(t, 6, "")); err != nil {
+		t.Errorf("after the fault: %v", err)
+	}
+	srv.Emulator.SetFault(emulator.Fault{Methods: emulator.FaultWrite, Status: 500, Times: 1})
+	if _, err := sign(svc, tg, sshKey(t, 6, "")); apiError(t, err).Code != 500 {
+		t.Errorf("with a write fault: %v, want 500", err)
+	}
+}
+
+// TestAdminCA: the admin API serves the CA, and every emulator has its own
+// (the key is generated at start and never written).
+func TestAdminCA(t *testing.T) {
+	a, b := emulatortest.Start(t, testConfig()), emulatortest.Start(t, testConfig())
+	code, _, body := do(t, http.MethodGet, a.URL+"/emulator/v1/ca", "", nil, nil)
+	if code != http.StatusOK || body != `{"publicKey":"`+a.Emulator.CAPublicKey()+`"}`+"\n" {
+		t.Errorf("GET /emulator/v1/ca: %d %q", code, body)
+	}
+	if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(a.Emulator.CAPublicKey())); err != nil {
+		t.Errorf("CA line: %v", err)
+	}
+	if a.Emulator.CAPublicKey() == b.Emulator.CAPublicKey() {
+		t.Error("two emulators share a CA key")
+	}
+}
