@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -417,5 +418,67 @@ func TestAdminCA(t *testing.T) {
 	}
 	if a.Emulator.CAPublicKey() == b.Emulator.CAPublicKey() {
 		t.Error("two emulators share a CA key")
+	}
+}
+
+// TestSignConcurrentAndLifetime signs in parallel (run with -race): every
+// certificate gets its own fingerprint, and Config.CertificateLifetime
+// (here from a config file) sets the validity.
+func TestSignConcurrentAndLifetime(t *testing.T) {
+	cfg, err := emulator.ParseConfig([]byte(`{"certificateLifetime": "90s"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := emulatortest.Start(t, cfg)
+	svc := serviceFor(t, srv, saEmail)
+	provision(t, svc, saEmail)
+	tg := defaultTarget(t, srv.Emulator)
+	const n = 16
+	keys := make([]string, n) // made here: sshKey may call t.Fatal
+	for i := range keys {
+		keys[i] = sshKey(t, 10+i, "")
+	}
+	fps := make(chan string, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			resp, err := sign(svc, tg, keys[i])
+			if err != nil {
+				errs <- err
+				return
+			}
+			pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(resp.SignedSshPublicKey))
+			cert, ok := pub.(*ssh.Certificate)
+			if err != nil || !ok {
+				errs <- fmt.Errorf("signed key %q: %v", resp.SignedSshPublicKey, err)
+				return
+			}
+			b64 := strings.Fields(resp.SignedSshPublicKey)[1]
+			if d := time.Duration(cert.ValidBefore-cert.ValidAfter) * time.Second; d != 90*time.Second+30*time.Second {
+				errs <- fmt.Errorf("validity window %v, want 90s plus the 30s backdate", d)
+				return
+			}
+			fp, err := emulator.CertificateFingerprint(b64)
+			if err != nil {
+				errs <- err
+				return
+			}
+			fps <- fp
+		}()
+	}
+	seen := map[string]bool{}
+	for range n {
+		select {
+		case err := <-errs:
+			t.Error(err)
+		case fp := <-fps:
+			if seen[fp] {
+				t.Errorf("fingerprint %s issued twice", fp)
+			}
+			seen[fp] = true
+			if !authorizeFP(t, srv, emulator.DefaultInstanceName, saEmail, fp) {
+				t.Errorf("fingerprint %s refused", fp)
+			}
+		}
 	}
 }
