@@ -28,8 +28,15 @@ const (
 // run is main without process globals, so tests can drive it in-process or
 // through a re-executed test binary.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	if len(args) > 0 && args[0] == "authorized-keys" {
-		return runAuthorizedKeys(ctx, args[1:], stdout, stderr, getenv)
+	if len(args) > 0 {
+		switch args[0] {
+		case "authorized-keys":
+			return runAuthorizedKeys(ctx, args[1:], stdout, stderr, getenv)
+		case "authorized-principals":
+			return runAuthorizedPrincipals(ctx, args[1:], stdout, stderr, getenv)
+		case "trusted-ca":
+			return runTrustedCA(ctx, args[1:], stdout, stderr, getenv)
+		}
 	}
 	return runServe(ctx, args, stdout, stderr)
 }
@@ -107,7 +114,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.keyAccount, "account", "", "service account for --write-key-file (default: the attached one)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error; debug logs every request")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: oslogin-emulator [flags]\n       oslogin-emulator authorized-keys [--metadata-host HOST:PORT] USER\n\nServes the OS Login API, the GCE metadata server and the VM side of OS Login\non loopback and prints OSLOGIN_EMULATOR=host:port once listening.\n\n")
+		fmt.Fprint(stderr, "usage: oslogin-emulator [flags]\n       oslogin-emulator authorized-keys [--metadata-host HOST:PORT] [--instance NAME] USER\n       oslogin-emulator authorized-principals [--metadata-host HOST:PORT] [--instance NAME] USER CERT_BASE64\n       oslogin-emulator trusted-ca [--metadata-host HOST:PORT] [--instance NAME]\n\nServes the OS Login API, the GCE metadata server and the VM side of OS Login\non loopback and prints OSLOGIN_EMULATOR=host:port once listening.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

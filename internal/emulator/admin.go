@@ -29,6 +29,7 @@ import (
 //	PUT    /emulator/v1/accounts/{email}/grant {"login":true,"adminLogin":false} → Account
 //	POST   /emulator/v1/accounts/{email}/token {"scopes":[...]} → {"access_token","expires_in","token_type"}
 //	POST   /emulator/v1/accounts/{email}/key {"tokenUri": optional} → service-account JSON key file
+//	GET    /emulator/v1/ca                       → {"publicKey": "ssh-ed25519 AAAA..."} (the OS Login CA)
 //	GET    /emulator/v1/groups                   → [Group]
 //	POST   /emulator/v1/groups Group             → 201 Group (members spelt as their accounts)
 //	DELETE /emulator/v1/groups/{name}            → 204
@@ -99,6 +100,9 @@ func (e *Emulator) adminRoutes() http.Handler {
 		}
 		e.SetWriteQuota(req.WritesPerMinute)
 		writeJSON(w, http.StatusOK, req)
+	})
+	mux.HandleFunc("GET /emulator/v1/ca", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, trustedCAJSON{PublicKey: e.CAPublicKey()})
 	})
 	mux.HandleFunc("GET /emulator/v1/accounts", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.Accounts())

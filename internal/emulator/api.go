@@ -22,6 +22,7 @@ type apiRoute struct {
 	user        string
 	fingerprint string
 	project     string
+	location    string // projects.locations methods
 }
 
 // parseAPIRoute maps method and escaped path to a discovery method. Segments
@@ -40,6 +41,9 @@ func parseAPIRoute(method, escapedPath string) (apiRoute, bool) {
 			return apiRoute{}, false
 		}
 		segs[i] = u
+	}
+	if rt, ok := parseSignRoute(method, segs); ok {
+		return rt, true
 	}
 	if segs[0] != "users" || len(segs) < 2 {
 		return apiRoute{}, false
@@ -107,6 +111,9 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Emulator) callAPI(r *http.Request, rt apiRoute, body []byte, blockKeys bool) (any, *apiError) {
+	if rt.m.id == methodSign {
+		return e.callSign(r, rt, body)
+	}
 	var in sshPublicKeyIn
 	switch rt.m.id {
 	case "users.importSshPublicKey", "users.sshPublicKeys.create", "users.sshPublicKeys.patch":

@@ -43,6 +43,7 @@ type AuthorizedKeysOptions struct {
 }
 
 // AuthorizedKeys does what the guest's AuthorizedKeysCommand does for sshd:
+// refuse on a VM that requires certificates (ErrCertificatesRequired),
 // validate the username, look it up (oslogin/users?username=), ask
 // oslogin/authorize with policy=login for the profile's name, and return the
 // unexpired keys, each exactly as stored. It does not consult adminLogin,
@@ -54,6 +55,12 @@ func AuthorizedKeys(ctx context.Context, opts AuthorizedKeysOptions, username st
 	}
 	if !usernameRE.MatchString(username) {
 		return nil, fmt.Errorf("authorized keys: invalid username %q: %w", username, ErrUnknownUser)
+	}
+	switch certOnly, err := certificatesRequired(ctx, opts); {
+	case err != nil:
+		return nil, fmt.Errorf("authorized keys: %w", err)
+	case certOnly:
+		return nil, fmt.Errorf("authorized keys: %s: %w", username, ErrCertificatesRequired)
 	}
 	c := &mdsClient{base: "http://" + host + metadataPrefix + "oslogin/", opts: opts}
 	if c.opts.Client == nil {

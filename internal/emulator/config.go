@@ -66,6 +66,11 @@ type Account struct {
 	// IAPTunnel stands for roles/iap.tunnelResourceAccessor on the project
 	// (iap.tunnelInstances.accessViaIAP on every instance).
 	IAPTunnel bool `json:"iapTunnel,omitempty"`
+	// ServiceAccountUsers may act as this service account
+	// (roles/iam.serviceAccountUser on it, iam.serviceAccounts.actAs):
+	// signSshPublicKey for an instance it is attached to needs that. A
+	// service account may always act as itself.
+	ServiceAccountUsers []string `json:"serviceAccountUsers,omitempty"`
 }
 
 // Config describes the emulated project, its VMs and identities. Zero fields
@@ -105,6 +110,10 @@ type Config struct {
 	ProfileLimit int
 	// TokenLifetime of issued access tokens; zero means one hour.
 	TokenLifetime time.Duration
+	// CertificateLifetime is how long a certificate from signSshPublicKey
+	// is valid; zero means Google's five minutes. Valid-after is backdated
+	// by 30 s.
+	CertificateLifetime time.Duration
 	// WriteQuotaPerMinute enables the per-user write quota; zero means off.
 	WriteQuotaPerMinute int
 	// OSLoginDisabled leaves enable-oslogin out of the default project
@@ -183,6 +192,7 @@ func ParseConfig(b []byte) (Config, error) {
 		PurgeDelay          string            `json:"purgeDelay"`
 		ProfileLimit        int               `json:"profileLimit"`
 		TokenLifetime       string            `json:"tokenLifetime"`
+		CertificateLifetime string            `json:"certificateLifetime"`
 		WriteQuotaPerMinute int               `json:"writeQuotaPerMinute"`
 		OSLoginDisabled     bool              `json:"osLoginDisabled"`
 		ProjectMetadata     map[string]string `json:"projectMetadata"`
@@ -206,6 +216,9 @@ func ParseConfig(b []byte) (Config, error) {
 		return Config{}, err
 	}
 	if c.TokenLifetime, err = parseDuration("tokenLifetime", f.TokenLifetime); err != nil {
+		return Config{}, err
+	}
+	if c.CertificateLifetime, err = parseDuration("certificateLifetime", f.CertificateLifetime); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -254,6 +267,9 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.TokenLifetime <= 0 {
 		c.TokenLifetime = DefaultTokenLifetime
+	}
+	if c.CertificateLifetime <= 0 {
+		c.CertificateLifetime = DefaultCertificateLifetime
 	}
 	if c.WriteQuotaPerMinute < 0 {
 		return c, fmt.Errorf("negative write quota %d", c.WriteQuotaPerMinute)

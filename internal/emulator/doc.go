@@ -13,11 +13,14 @@
 // bindings and guest attributes, issued tokens, call counters, faults, quota
 // windows, a clock offset) and serves it through a single [http.Handler]:
 //
-//	/v1/...                 OS Login API v1 (Bearer tokens required)
+//	/v1/...                 OS Login API v1 (Bearer tokens required), including
+//	                        projects.locations.signSshPublicKey, signed by the
+//	                        emulator's in-memory OS Login CA
 //	/token                  OAuth 2.0 JWT-bearer grant for service-account keys
 //	/ and /computeMetadata/v1/...
 //	                        metadata server of each instance (see [InstanceHeader]),
 //	                        incl. oslogin/users, oslogin/groups, oslogin/authorize
+//	                        (fingerprint= for certificates), oslogin/certificates
 //	                        and guest attributes
 //	/emulator/v1/...        admin API (no auth, loopback callers only)
 //
@@ -26,6 +29,8 @@
 // and quota windows are testable without sleeping.
 //
 // The package also holds the client side used by tests and tools: [AdminClient]
-// for a separately running emulator, and [AuthorizedKeys], the logic of the
-// sshd AuthorizedKeysCommand that plays the VM's guest agent.
+// for a separately running emulator, [AuthorizedKeys], the logic of the
+// sshd AuthorizedKeysCommand that plays the VM's guest agent, and for VMs
+// that trust OS Login certificates [AuthorizedPrincipals] (sshd's
+// AuthorizedPrincipalsCommand) and [TrustedCAKeys] (its TrustedUserCAKeys).
 package emulator

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Options configure New.
@@ -42,10 +44,12 @@ type Emulator struct {
 	faults      []Fault
 	writeQuota  int
 	quota       map[string]*quotaWindow
-	refresh     map[string]string // user refresh token → e-mail
-	instances   []*instance       // configuration order, then additions
-	projectMeta map[string]string // commonInstanceMetadata
-	groups      []Group           // POSIX groups in creation order; members are accounts' e-mails
+	refresh     map[string]string      // user refresh token → e-mail
+	instances   []*instance            // configuration order, then additions
+	projectMeta map[string]string      // commonInstanceMetadata
+	ca          ssh.Signer             // OS Login CA; in memory only
+	certs       map[string]*issuedCert // by certificate fingerprint
+	groups      []Group                // POSIX groups in creation order; members are accounts' e-mails
 }
 
 // New builds an emulator from opts; the configuration is validated and
@@ -60,7 +64,10 @@ func New(opts Options) (*Emulator, error) {
 		closed:  make(chan struct{}),
 		byEmail: map[string]*account{}, tokens: map[string]*accessToken{}, mdsTokens: map[string]string{},
 		calls: map[string]int{}, quota: map[string]*quotaWindow{}, writeQuota: cfg.WriteQuotaPerMinute,
-		refresh: map[string]string{},
+		refresh: map[string]string{}, certs: map[string]*issuedCert{},
+	}
+	if e.ca, err = newCA(); err != nil {
+		return nil, fmt.Errorf("emulator: %w", err)
 	}
 	if e.clock == nil {
 		e.clock = realClock{}
@@ -135,8 +142,9 @@ func (e *Emulator) count(id string) {
 // failed and faulted calls included. Keys are discovery ids
 // ("users.importSshPublicKey") for the API, "metadata.token",
 // "metadata.get", "metadata.oslogin.users" (users?groupname= included, as
-// it is the users path), "metadata.oslogin.groups", "metadata.oslogin.authorize"
-// for the metadata server and "oauth2.token" for the token endpoint.
+// it is the users path), "metadata.oslogin.groups", "metadata.oslogin.authorize",
+// "metadata.oslogin.certificates" for the metadata server and "oauth2.token"
+// for the token endpoint.
 func (e *Emulator) Calls() map[string]int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -214,6 +222,9 @@ func methodByID(id string) apiMethod {
 		rpc = "DeletePosixAccount"
 	case "users.projects.provisionPosixAccount":
 		rpc = "ProvisionPosixAccount"
+	case methodSign:
+		// A write: the server records the certificate's fingerprint.
+		rpc = "SignSshPublicKey"
 	default:
 		write = false
 	}

@@ -16,7 +16,7 @@ import (
 const (
 	FaultAll      = "all"      // every OS Login API method
 	FaultRead     = "read"     // users.getLoginProfile, users.sshPublicKeys.get
-	FaultWrite    = "write"    // every other OS Login API method
+	FaultWrite    = "write"    // every other OS Login API method, signSshPublicKey included
 	FaultMetadata = "metadata" // every metadata-server request, VM-side oslogin/ included
 )
 

@@ -119,7 +119,13 @@ func (e *Emulator) guestAnswer(vm vmView, path string, q url.Values) (int, any) 
 		}
 		in := e.instanceLocked(vm.Zone, vm.ID)
 		ok := in != nil && e.mayLoginLocked(a, in, policy == "adminLogin")
+		if q.Has("fingerprint") { // a certificate login (principals command)
+			ok = ok && e.certAuthorizesLocked(q.Get("fingerprint"), a, in)
+		}
 		return http.StatusOK, map[string]bool{"success": ok}
+
+	case path == "oslogin/certificates":
+		return http.StatusOK, trustedCAsJSON{TrustedCertificateAuthorities: []trustedCAJSON{{PublicKey: e.CAPublicKey()}}}
 
 	case path == "oslogin/users":
 		return http.StatusBadRequest, nil

@@ -78,6 +78,8 @@ func metadataID(path string) string {
 		return "metadata.oslogin.authorize"
 	case path == "oslogin/groups":
 		return "metadata.oslogin.groups"
+	case path == "oslogin/certificates":
+		return "metadata.oslogin.certificates"
 	case strings.HasPrefix(path, "instance/service-accounts/") && strings.HasSuffix(path, "/token"):
 		return "metadata.token"
 	}

@@ -39,6 +39,13 @@ type Options struct {
 	// KeysUser runs the command: "nobody" when sshd runs as root; the
 	// current user otherwise, since an unprivileged sshd cannot switch.
 	KeysUser string
+	// Instance is the VM this sshd plays (name, id or zone/name), passed
+	// to the commands; empty means the emulator's default instance.
+	Instance string
+	// CertificateOnly configures sshd as the guest agent does for
+	// enable-oslogin-certificates=TRUE: OS Login certificates only, no
+	// AuthorizedKeysCommand (see authLines).
+	CertificateOnly bool
 }
 
 // Server is a running sshd.
@@ -71,6 +78,10 @@ func Start(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("sshd: %w", err)
 		}
 	}
+	keyLines, err := authLines(opts)
+	if err != nil {
+		return nil, err
+	}
 	// No Port line: -o Port= would add to it rather than replace it.
 	// MaxStartups is raised because the default drops parallel logins.
 	conf := fmt.Sprintf(`ListenAddress 127.0.0.1
@@ -78,16 +89,14 @@ HostKey %s
 PidFile none
 UsePAM no
 AuthorizedKeysFile none
-AuthorizedKeysCommand /usr/bin/env %s authorized-keys --metadata-host %s %%u
-AuthorizedKeysCommandUser %s
-PubkeyAuthentication yes
+%sPubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
 Subsystem sftp internal-sftp
 MaxStartups 100:30:200
 LogLevel VERBOSE
-`, hostKey, opts.Emulator, opts.MetadataHost, opts.KeysUser)
+`, hostKey, keyLines)
 	confPath := filepath.Join(opts.Dir, "sshd_config")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("sshd: %w", err)
