@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +117,27 @@ func TestGcloudGuestAttributes(t *testing.T) {
 	}
 	if len(items) != 1 || items[0].Namespace != "hostkeys" || items[0].Key != "ssh-ed25519" || items[0].Value != ed {
 		t.Errorf("guest attributes: %s", out)
+	}
+}
+
+// TestGcloudList: gcloud lists through aggregatedList (includeAllScopes,
+// returnPartialSuccess) and reads instances out of every zone's scope.
+func TestGcloudList(t *testing.T) {
+	srv := emulatortest.Start(t, fleetConfig())
+	out := gcloud(t, srv, "compute", "instances", "list", "--format=json")
+	var got []struct{ Name, Zone, Status string }
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	zones := map[string]string{}
+	for _, in := range got {
+		zones[in.Name] = in.Zone[strings.LastIndexByte(in.Zone, '/')+1:]
+	}
+	if len(got) != 3 || zones["vm-a"] != emulator.DefaultZone || zones["vm-b"] != "europe-west1-b" ||
+		zones[emulator.DefaultInstanceName] != emulator.DefaultZone {
+		t.Errorf("list: %s", out)
+	}
+	if n := srv.Emulator.Calls()["compute.instances.aggregatedList"]; n != 1 {
+		t.Errorf("aggregatedList called %d times, want 1", n)
 	}
 }
