@@ -88,6 +88,7 @@ type serveFlags struct {
 	listen, configPath, project, projectNumber, keyFile, keyAccount, logLevel string
 	allowNonLoopback                                                          bool
 	serviceAccounts, users, logins, adminLogins, usernames                    []string
+	computeViewers, instances, projectMetadata, grants                        []string
 	purgeDelay, tokenLifetime                                                 time.Duration
 	profileLimit, writeQuota                                                  int
 }
@@ -106,6 +107,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringArrayVar(&f.logins, "login", nil, "allow `EMAIL` to log in to the VM (repeatable)")
 	fs.StringArrayVar(&f.adminLogins, "admin-login", nil, "allow `EMAIL` to log in as admin (repeatable)")
 	fs.StringArrayVar(&f.usernames, "username", nil, "custom POSIX username, `EMAIL=NAME` (repeatable)")
+	fs.StringArrayVar(&f.computeViewers, "compute-viewer", nil, "let `EMAIL` read instances, the project and guest attributes through the Compute API (roles/compute.viewer; repeatable)")
+	fs.StringArrayVar(&f.instances, "instance", nil, "add a VM: `NAME[,zone=Z][,id=N][,ip=IP][,nat=IP][,status=S][,sa=EMAIL|none][,scope=S]...[,oslogin=B][,certificates=B][,guest-attributes=B]`; addresses must be loopback; the first one is the default instance unless the default name is among them (repeatable)")
+	fs.StringArrayVar(&f.projectMetadata, "project-metadata", nil, "set a commonInstanceMetadata item, `KEY=VALUE`, over the default enable-oslogin and enable-guest-attributes TRUE (repeatable)")
+	fs.StringArrayVar(&f.grants, "grant", nil, "grant instance roles, `EMAIL=INSTANCE:ROLE[+ROLE]`, ROLE login, admin-login or iap-tunnel; INSTANCE NAME or ZONE/NAME of an --instance (repeatable)")
 	fs.DurationVar(&f.purgeDelay, "purge-delay", emulator.DefaultPurgeDelay, "how long expired keys stay in profiles; negative: forever, 1ns: at once")
 	fs.DurationVar(&f.tokenLifetime, "token-lifetime", emulator.DefaultTokenLifetime, "lifetime of issued access tokens")
 	fs.IntVar(&f.profileLimit, "profile-limit", emulator.DefaultProfileLimit, "maximum bytes of stored keys per profile; negative: unlimited")
@@ -114,7 +119,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.keyAccount, "account", "", "service account for --write-key-file (default: the attached one)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error; debug logs every request")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: oslogin-emulator [flags]\n       oslogin-emulator authorized-keys [--metadata-host HOST:PORT] [--instance NAME] USER\n       oslogin-emulator authorized-principals [--metadata-host HOST:PORT] [--instance NAME] USER CERT_BASE64\n       oslogin-emulator trusted-ca [--metadata-host HOST:PORT] [--instance NAME]\n\nServes the OS Login API, the GCE metadata server and the VM side of OS Login\non loopback and prints OSLOGIN_EMULATOR=host:port once listening.\n\n")
+		fmt.Fprint(stderr, "usage: oslogin-emulator [flags]\n       oslogin-emulator authorized-keys [--metadata-host HOST:PORT] [--instance NAME] USER\n       oslogin-emulator authorized-principals [--metadata-host HOST:PORT] [--instance NAME] USER CERT_BASE64\n       oslogin-emulator trusted-ca [--metadata-host HOST:PORT] [--instance NAME]\n\nServes the OS Login API, the read side of the Compute Engine API, the GCE\nmetadata server and the VM side of OS Login on loopback and prints OSLOGIN_EMULATOR=host:port once listening.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -139,7 +144,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(ctx, f, cfg, logger, stdout); err != nil {
+	if !f.allowNonLoopback {
+		if err := checkLoopback(f.listen); err != nil {
+			fmt.Fprintf(stderr, "oslogin-emulator: %v\n", err)
+			return exitFailure
+		}
+	}
+	// Building the emulator checks the whole configuration (instance names,
+	// zones, addresses, grants), so bad flag values are usage errors.
+	emu, err := emulator.New(emulator.Options{Config: cfg, Logger: logger})
+	if err != nil {
+		fmt.Fprintf(stderr, "oslogin-emulator: %v\n", err)
+		return exitUsage
+	}
+	defer emu.Close()
+	if err := serve(ctx, f, emu, logger, stdout); err != nil {
 		fmt.Fprintf(stderr, "oslogin-emulator: %v\n", err)
 		return exitFailure
 	}
@@ -215,6 +234,35 @@ func buildConfig(fs *pflag.FlagSet, f serveFlags) (emulator.Config, error) {
 		}
 		a.Username = name
 	}
+	for _, e := range f.computeViewers {
+		a, err := find("compute-viewer", e)
+		if err != nil {
+			return cfg, err
+		}
+		a.ComputeViewer = true
+	}
+	for _, v := range f.instances {
+		in, err := parseInstanceFlag(v)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Instances = append(cfg.Instances, in)
+	}
+	if len(f.projectMetadata) > 0 && cfg.ProjectMetadata == nil {
+		cfg.ProjectMetadata = emulator.DefaultProjectMetadata(cfg.OSLoginDisabled)
+	}
+	for _, kv := range f.projectMetadata {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return cfg, fmt.Errorf("--project-metadata %q: want KEY=VALUE", kv)
+		}
+		cfg.ProjectMetadata[k] = v
+	}
+	for _, v := range f.grants {
+		if err := applyGrantFlag(&cfg, v); err != nil {
+			return cfg, err
+		}
+	}
 	return cfg, nil
 }
 
@@ -234,17 +282,7 @@ func checkLoopback(addr string) error {
 	return nil
 }
 
-func serve(ctx context.Context, f serveFlags, cfg emulator.Config, logger *slog.Logger, stdout io.Writer) error {
-	if !f.allowNonLoopback {
-		if err := checkLoopback(f.listen); err != nil {
-			return err
-		}
-	}
-	emu, err := emulator.New(emulator.Options{Config: cfg, Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer emu.Close()
+func serve(ctx context.Context, f serveFlags, emu *emulator.Emulator, logger *slog.Logger, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

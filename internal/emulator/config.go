@@ -298,15 +298,24 @@ func (c Config) normalize() (Config, error) {
 	return c.normalizeInstances()
 }
 
+// DefaultProjectMetadata is the commonInstanceMetadata of a Config that
+// sets none: guest attributes on, so VMs publish host keys as the guest
+// agent does, and OS Login on unless osLoginDisabled. Callers that add
+// items to the default start from it.
+func DefaultProjectMetadata(osLoginDisabled bool) map[string]string {
+	md := map[string]string{MetaEnableGuestAttrs: "TRUE"}
+	if !osLoginDisabled {
+		md[MetaEnableOSLogin] = "TRUE"
+	}
+	return md
+}
+
 // normalizeInstances completes the instance list (the default instance
 // first when it is missing), the project metadata, and mirrors the default
 // instance into the single-VM fields.
 func (c Config) normalizeInstances() (Config, error) {
 	if c.ProjectMetadata == nil {
-		c.ProjectMetadata = map[string]string{MetaEnableGuestAttrs: "TRUE"}
-		if !c.OSLoginDisabled {
-			c.ProjectMetadata[MetaEnableOSLogin] = "TRUE"
-		}
+		c.ProjectMetadata = DefaultProjectMetadata(c.OSLoginDisabled)
 	} else {
 		c.ProjectMetadata = maps.Clone(c.ProjectMetadata)
 	}

@@ -1,5 +1,6 @@
-// Package emulator is a local stand-in for the three Google services an OS
-// Login client meets: the OS Login API v1 (oslogin.googleapis.com), the GCE
+// Package emulator is a local stand-in for the Google services an OS
+// Login client meets: the OS Login API v1 (oslogin.googleapis.com), the
+// read side of the Compute Engine API v1 (compute.googleapis.com), the GCE
 // metadata server (including its OAuth token and the VM-side OS Login
 // endpoints the guest's NSS/PAM/sshd helpers call) and Google's OAuth token
 // endpoint for service-account key files. Everything this project promises is
@@ -16,6 +17,10 @@
 //	/v1/...                 OS Login API v1 (Bearer tokens required), including
 //	                        projects.locations.signSshPublicKey, signed by the
 //	                        emulator's in-memory OS Login CA
+//	/compute/v1/projects/...
+//	                        Compute Engine API v1 subset: instances.get, list,
+//	                        aggregatedList, getGuestAttributes, projects.get
+//	                        (Bearer tokens, compute.viewer: Account.ComputeViewer)
 //	/token                  OAuth 2.0 JWT-bearer grant for service-account keys
 //	/ and /computeMetadata/v1/...
 //	                        metadata server of each instance (see [InstanceHeader]),

@@ -126,6 +126,7 @@ func (e *Emulator) routes() http.Handler {
 	mux.HandleFunc("/tokeninfo", e.serveTokenInfo)
 	mux.HandleFunc("/v1/projects/-/serviceAccounts/", e.serveGenerateAccessToken)
 	mux.HandleFunc("/computeMetadata/", e.serveMetadata)
+	mux.HandleFunc(computePrefix, e.serveCompute)
 	mux.HandleFunc("/{$}", e.serveMetadataRoot)
 	mux.Handle("/emulator/v1/", loopbackOnly(e.adminRoutes()))
 	return e.logRequests(mux)
@@ -140,9 +141,12 @@ func (e *Emulator) count(id string) {
 
 // Calls returns how often each method was called since the last reset,
 // failed and faulted calls included. Keys are discovery ids
-// ("users.importSshPublicKey") for the API, "metadata.token",
-// "metadata.get", "metadata.oslogin.users" (users?groupname= included, as
-// it is the users path), "metadata.oslogin.groups", "metadata.oslogin.authorize",
+// ("users.importSshPublicKey") for the OS Login API and the Compute API
+// ("compute.instances.get", "compute.instances.list",
+// "compute.instances.aggregatedList", "compute.instances.getGuestAttributes",
+// "compute.projects.get"), "metadata.token", "metadata.get",
+// "metadata.oslogin.users" (users?groupname= included, as it is the users
+// path), "metadata.oslogin.groups", "metadata.oslogin.authorize",
 // "metadata.oslogin.certificates" for the metadata server and "oauth2.token"
 // for the token endpoint.
 func (e *Emulator) Calls() map[string]int {

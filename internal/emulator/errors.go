@@ -51,7 +51,7 @@ func (e *apiError) write(w http.ResponseWriter) {
 			Code    int    `json:"code"`
 			Message string `json:"message"`
 			Errors  []item `json:"errors"`
-			Status  string `json:"status"`
+			Status  string `json:"status,omitempty"`
 			Details []any  `json:"details,omitempty"`
 		} `json:"error"`
 	}

@@ -18,6 +18,7 @@ const (
 	FaultRead     = "read"     // users.getLoginProfile, users.sshPublicKeys.get
 	FaultWrite    = "write"    // every other OS Login API method, signSshPublicKey included
 	FaultMetadata = "metadata" // every metadata-server request, VM-side oslogin/ included
+	FaultCompute  = "compute"  // every Compute Engine API request (compute.instances.get, ...)
 )
 
 // Fault is an injected misbehaviour for the requests Methods selects. When a
@@ -121,6 +122,10 @@ func (f Fault) specificity(id string, write, metadata bool) int {
 		return 3
 	case FaultMetadata:
 		if metadata {
+			return 2
+		}
+	case FaultCompute:
+		if !metadata && strings.HasPrefix(id, "compute.") {
 			return 2
 		}
 	case FaultRead:

@@ -3,6 +3,11 @@
 // AuthorizedKeysCommand is `oslogin-emulator authorized-keys`, which asks
 // the emulator's VM side. The end-to-end tests and the benchmark play the
 // VM with it.
+//
+// A server can play one named instance of the emulator (Options.Instance)
+// and, like the guest agent at first boot, publish its host keys as guest
+// attributes (Options.PublishHostKeys), so clients can verify it through
+// the Compute API's getGuestAttributes instead of trusting on first use.
 package sshd
 
 import (
@@ -39,22 +44,37 @@ type Options struct {
 	// KeysUser runs the command: "nobody" when sshd runs as root; the
 	// current user otherwise, since an unprivileged sshd cannot switch.
 	KeysUser string
-	// Instance is the VM this sshd plays (name, id or zone/name), passed
-	// to the commands; empty means the emulator's default instance.
+	// Instance is the emulator instance this sshd plays (NAME, numeric id
+	// or ZONE/NAME); empty means the emulator's default instance. It is
+	// passed to the AuthorizedKeysCommand (or principals command), so
+	// logins follow that instance's grants and metadata, and names the
+	// instance host keys are published for.
 	Instance string
 	// CertificateOnly configures sshd as the guest agent does for
 	// enable-oslogin-certificates=TRUE: OS Login certificates only, no
 	// AuthorizedKeysCommand (see authLines).
 	CertificateOnly bool
+	// HostKeyTypes are the ssh-keygen -t types of the host keys, the first
+	// being Server.HostKey; default ed25519. The guest agent makes ecdsa,
+	// ed25519 and rsa.
+	HostKeyTypes []string
+	// PublishHostKeys makes Start PUT every host key to the metadata
+	// server's guest-attributes/hostkeys/<key type> as the guest agent
+	// does. Unlike the agent, which only logs, Start fails when the
+	// metadata server refuses (for instance with enable-guest-attributes
+	// off): a test that asked for published keys must not run without
+	// them. It is opt-in because publishing changes the emulator's state.
+	PublishHostKeys bool
 }
 
 // Server is a running sshd.
 type Server struct {
-	Port    int
-	LogPath string
-	HostKey string // the public host key line, for known_hosts
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	Port     int
+	LogPath  string
+	HostKey  string   // the first public host key line, for known_hosts
+	HostKeys []string // every public host key line, in HostKeyTypes order
+	cmd      *exec.Cmd
+	exited   chan struct{}
 }
 
 // Start writes the configuration, checks it with sshd -t and starts sshd
@@ -62,15 +82,27 @@ type Server struct {
 // once sshd logs that it listens, which it does after listen(2), so a
 // connection made afterwards is never refused.
 func Start(opts Options) (*Server, error) {
-	hostKey := filepath.Join(opts.Dir, "ssh_host_ed25519_key")
-	if _, err := os.Stat(hostKey); err != nil {
-		if err := run(exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "oslogin-test-host", "-f", hostKey)); err != nil {
-			return nil, err
-		}
+	if strings.ContainsAny(opts.Instance, " \t\r\n\"'%") {
+		return nil, fmt.Errorf("sshd: instance %q cannot go on an sshd command line", opts.Instance)
 	}
-	pub, err := os.ReadFile(hostKey + ".pub")
-	if err != nil {
-		return nil, fmt.Errorf("sshd: %w", err)
+	types := opts.HostKeyTypes
+	if len(types) == 0 {
+		types = []string{"ed25519"}
+	}
+	var hostKeyLines, pubs []string
+	for _, typ := range types {
+		hostKey := filepath.Join(opts.Dir, "ssh_host_"+typ+"_key")
+		if _, err := os.Stat(hostKey); err != nil {
+			if err := run(exec.Command("ssh-keygen", "-q", "-t", typ, "-N", "", "-C", "oslogin-test-host", "-f", hostKey)); err != nil {
+				return nil, err
+			}
+		}
+		pub, err := os.ReadFile(hostKey + ".pub")
+		if err != nil {
+			return nil, fmt.Errorf("sshd: %w", err)
+		}
+		hostKeyLines = append(hostKeyLines, "HostKey "+hostKey)
+		pubs = append(pubs, strings.TrimSpace(string(pub)))
 	}
 	if os.Geteuid() == 0 {
 		// sshd as root refuses to start without its privilege separation directory.
@@ -85,7 +117,7 @@ func Start(opts Options) (*Server, error) {
 	// No Port line: -o Port= would add to it rather than replace it.
 	// MaxStartups is raised because the default drops parallel logins.
 	conf := fmt.Sprintf(`ListenAddress 127.0.0.1
-HostKey %s
+%s
 PidFile none
 UsePAM no
 AuthorizedKeysFile none
@@ -96,7 +128,7 @@ PermitRootLogin no
 Subsystem sftp internal-sftp
 MaxStartups 100:30:200
 LogLevel VERBOSE
-`, hostKey, keyLines)
+`, strings.Join(hostKeyLines, "\n"), keyLines)
 	confPath := filepath.Join(opts.Dir, "sshd_config")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("sshd: %w", err)
@@ -107,7 +139,13 @@ LogLevel VERBOSE
 	for attempt := 0; attempt < 5; attempt++ {
 		s, err := start(confPath, opts.Dir)
 		if err == nil {
-			s.HostKey = strings.TrimSpace(string(pub))
+			s.HostKey, s.HostKeys = pubs[0], pubs
+			if opts.PublishHostKeys {
+				if err := publishHostKeys(opts.MetadataHost, opts.Instance, pubs); err != nil {
+					s.Stop()
+					return nil, err
+				}
+			}
 			return s, nil
 		}
 		if !errors.Is(err, errPortTaken) {
