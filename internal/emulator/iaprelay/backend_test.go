@@ -171,14 +171,14 @@ type sinkResult struct {
 }
 
 // sinkServer reads exactly n bytes per connection, hashing them, while it
-// writes n bytes of the deterministic stream stream(seed); then it closes.
-func sinkServer(t *testing.T, n int64, seed uint64) (int, <-chan sinkResult) {
+// writes n bytes of the deterministic stream stream(2); then it closes.
+func sinkServer(t *testing.T, n int64) (int, <-chan sinkResult) {
 	results := make(chan sinkResult, 4)
 	port := listen(t, func(c net.Conn) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			io.CopyN(c, stream(seed), n)
+			io.CopyN(c, stream(2), n)
 		}()
 		h := sha256.New()
 		_, err := io.CopyN(h, c, n)

@@ -219,6 +219,9 @@ func (f Fault) selects(instance, path string) bool {
 	return (f.Instance == "" || f.Instance == instance) && (f.Path == "" || f.Path == path)
 }
 
+// droppedID marks, in link.fired, a link a fault has dropped already.
+const droppedID = -1
+
 type action struct {
 	drop           bool
 	stall, latency time.Duration
@@ -252,8 +255,8 @@ func (r *Relay) frameFaults(l *link, dir direction, n int) action {
 			}
 			continue
 		}
-		if f.Stall > 0 && l.fired[f.id] {
-			continue
+		if (f.Stall > 0 && l.fired[f.id]) || (f.Drop && l.fired[droppedID]) {
+			continue // stalls fire once per link; a dropped link is not dropped again
 		}
 		count := before
 		if f.Direction == "" {
@@ -270,6 +273,7 @@ func (r *Relay) frameFaults(l *link, dir direction, n int) action {
 		}
 		l.fired[f.id] = true
 		if f.Drop {
+			l.fired[droppedID] = true
 			a.drop = true
 		} else {
 			a.stall = max(a.stall, f.Stall)

@@ -168,12 +168,12 @@ func (l *link) write(done chan<- struct{}) {
 		if n > 0 && !l.applyFaults(down, n) {
 			break
 		}
+		if resent {
+			s.r.count(func(st *Stats) { st.BytesResent += int64(n) })
+		}
 		if err := l.ws.Write(l.ctx, websocket.MessageBinary, msg); err != nil {
 			l.end(0, true)
 			break
-		}
-		if resent {
-			s.r.count(func(st *Stats) { st.BytesResent += int64(n) })
 		}
 	}
 	<-l.stop
