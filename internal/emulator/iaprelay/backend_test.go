@@ -2,6 +2,7 @@ package iaprelay_test
 
 import (
 	"crypto/sha256"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -91,10 +92,17 @@ func (b *fakeBackend) MayTunnel(email string, t iaprelay.Target) bool {
 type env struct {
 	relay *iaprelay.Relay
 	be    *fakeBackend
-	base  string // ws://127.0.0.1:port/v4
+	base  string // ws://127.0.0.1:port/v4 (wss:// for newTLSEnv)
+	caPEM []byte // the server certificate of newTLSEnv
 }
 
-func newEnv(t *testing.T, opts iaprelay.Options) *env {
+func newEnv(t *testing.T, opts iaprelay.Options) *env { return startEnv(t, opts, false) }
+
+// newTLSEnv serves wss:// like the real relay; gcloud needs it, since its
+// WebSocket code calls SSL-only socket methods.
+func newTLSEnv(t *testing.T, opts iaprelay.Options) *env { return startEnv(t, opts, true) }
+
+func startEnv(t *testing.T, opts iaprelay.Options, tls bool) *env {
 	t.Helper()
 	be := newFakeBackend()
 	opts.Backend = be
@@ -102,12 +110,21 @@ func newEnv(t *testing.T, opts iaprelay.Options) *env {
 		opts.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	r := iaprelay.New(opts)
-	srv := httptest.NewServer(r)
+	srv := httptest.NewUnstartedServer(r)
+	if tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(func() {
 		r.Close()
 		srv.Close()
 	})
-	return &env{relay: r, be: be, base: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v4"}
+	e := &env{relay: r, be: be, base: "ws" + strings.TrimPrefix(srv.URL, "http") + "/v4"}
+	if tls {
+		e.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	}
+	return e
 }
 
 type tWriter struct{ t testing.TB }
