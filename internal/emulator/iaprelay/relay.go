@@ -151,8 +151,8 @@ func (r *Relay) count(f func(*Stats)) {
 	r.mu.Unlock()
 }
 
-// Close ends every session (closing its backend connection and WebSocket)
-// and waits for all goroutines of the relay, handlers included.
+// Close ends every session (closing its backend connection and WebSocket
+// with 1001) and waits for all goroutines of the relay, handlers included.
 func (r *Relay) Close() {
 	r.mu.Lock()
 	r.closed = true
@@ -164,8 +164,19 @@ func (r *Relay) Close() {
 	for _, s := range sessions {
 		s.finish(CloseGoingAway)
 	}
+	// Give the close handshakes (1001) a moment, so clients see the code
+	// rather than a drop they would try to resume; then abort what is left.
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
 	r.cancel()
-	r.wg.Wait()
+	<-done
 }
 
 // ServeHTTP handles GET /v4/connect and /v4/reconnect under any prefix, so

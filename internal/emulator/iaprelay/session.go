@@ -202,11 +202,11 @@ func (s *session) finish(code CloseCode) {
 		s.grace.Stop()
 	}
 	s.mu.Unlock()
+	s.r.mu.Lock()
+	delete(s.r.sessions, s.sid) // the sid is dead before the backend sees EOF
+	s.r.mu.Unlock()
 	close(s.done)
 	s.backend.Close() // unblocks the backend reader; its error is moot
-	s.r.mu.Lock()
-	delete(s.r.sessions, s.sid)
-	s.r.mu.Unlock()
 	if l != nil {
 		l.end(code, false)
 	}
