@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -220,4 +221,13 @@ func closedPort(t testing.TB) int {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	return port
+}
+
+// osPipe is an os.Pipe closed at the end of the test.
+func osPipe(t testing.TB) (*os.File, *os.File, error) {
+	r, w, err := os.Pipe()
+	if err == nil {
+		t.Cleanup(func() { r.Close(); w.Close() })
+	}
+	return r, w, err
 }
