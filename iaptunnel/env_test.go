@@ -1,6 +1,7 @@
 package iaptunnel_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	osuser "os/user"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,4 +233,37 @@ func osPipe(t testing.TB) (*os.File, *os.File, error) {
 		t.Cleanup(func() { r.Close(); w.Close() })
 	}
 	return r, w, err
+}
+
+func run(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+}
+
+func currentUser(t testing.TB) string {
+	u, err := osuser.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Username
+}
+
+// syncWriter lets a process write a buffer the test reads meanwhile.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
