@@ -42,7 +42,7 @@ func (c SSHConfig) HostBlock(in *Instance) (string, error) {
 		{"HostName", addr},
 		{"HostKeyAlias", in.Alias()},
 	}
-	kh, err := c.knownHostsCommand("--project", in.Project, "--zone", in.Zone, "%H")
+	kh, err := c.knownHostsCommand("--project", in.Project, "--zone", in.Zone, "%H", "%I")
 	if err != nil {
 		return "", err
 	}
@@ -66,7 +66,7 @@ func (c SSHConfig) PatternBlock(project, zone string) (string, error) {
 	}
 	// No HostKeyAlias: %H is then the name typed, NAME.ZONE.PROJECT, which
 	// known-hosts resolves and answers for.
-	kh, err := c.knownHostsCommand("%H")
+	kh, err := c.knownHostsCommand("%H", "%I")
 	if err != nil {
 		return "", err
 	}

@@ -53,7 +53,7 @@ func TestSSHConfig(t *testing.T) {
 	want := map[string]string{
 		"hostname":              "203.0.113.7",
 		"hostkeyalias":          "compute.123",
-		"knownhostscommand":     `"` + rawAgent + `" known-hosts --project my-project --zone us-central1-a %H`,
+		"knownhostscommand":     `"` + rawAgent + `" known-hosts --project my-project --zone us-central1-a %H %I`,
 		"stricthostkeychecking": "true",
 		"checkhostip":           "no",
 		"identityagent":         sock,
@@ -93,7 +93,7 @@ func TestSSHConfig(t *testing.T) {
 	}
 	got = sshG(t, pat, "web-1.europe-west1-b.my-project")
 	if got["proxycommand"] != "exec '"+rawAgent+"' proxy %n %p" ||
-		got["knownhostscommand"] != `"`+rawAgent+`" known-hosts %H` || got["hostkeyalias"] != "" ||
+		got["knownhostscommand"] != `"`+rawAgent+`" known-hosts %H %I` || got["hostkeyalias"] != "" ||
 		got["stricthostkeychecking"] != "true" {
 		t.Errorf("pattern: %v", got)
 	}

@@ -29,6 +29,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fd, ok := daemonReadyFD(); ok {
 		return runDaemonChild(args, fd)
 	}
+	if code, ok := runSubcommand(args, stdout, stderr); ok {
+		return code
+	}
 	cfg, fs, err := parseFlags(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "oslogin-agent: %v (run 'oslogin-agent --help' for usage)\n", err)
