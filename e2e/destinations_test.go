@@ -14,7 +14,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
-	"github.com/oslogin-agent/oslogin-agent/internal/sshd"
 )
 
 // TestHostKeysFromGuestAttributes logs in with real OpenSSH whose only
@@ -151,5 +150,3 @@ func otherHostKey(t *testing.T) string {
 	}
 	return k.Type() + " " + base64.StdEncoding.EncodeToString(k.Marshal())
 }
-
-var _ = sshd.Binary
