@@ -37,7 +37,7 @@ const (
 
 var switchKeys = []string{MetaOSLogin, MetaOSLoginCertificates, MetaGuestAttributes}
 
-// Name is the instance's canonical destination name, NAME.ZONE.PROJECT.
+// Destination is the instance's canonical name, NAME.ZONE.PROJECT.
 func (in *Instance) Destination() Name {
 	return Name{Instance: in.Name, Zone: in.Zone, Project: in.Project}
 }
@@ -75,7 +75,7 @@ func lastSegment(link string) string {
 	return link[strings.LastIndexByte(link, '/')+1:]
 }
 
-// metadataValue returns the value of key and whether it is set.
+// value returns the value of key and whether it is set.
 func (m metadataJSON) value(key string) (string, bool) {
 	for _, it := range m.Items {
 		if it.Key == key {
