@@ -149,7 +149,7 @@ type Agent struct {
 // yet; call Start.
 func New(opts Options) (*Agent, error) {
 	if opts.Registrar == nil {
-		return nil, errors.New("agent: Options.Registrar is required")
+		return nil, errors.New("Options.Registrar is required")
 	}
 	a := &Agent{
 		reg:             opts.Registrar,
@@ -172,19 +172,19 @@ func New(opts Options) (*Agent, error) {
 		a.keyType = signer.Ed25519
 	}
 	if !a.keyType.Valid() {
-		return nil, fmt.Errorf("agent: invalid key type %v", a.keyType)
+		return nil, fmt.Errorf("invalid key type %v", a.keyType)
 	}
 	if a.ttl == 0 {
 		a.ttl = DefaultTTL
 	}
 	if a.ttl < MinTTL {
-		return nil, fmt.Errorf("agent: TTL %v is too short: the minimum is %v", a.ttl, MinTTL)
+		return nil, fmt.Errorf("TTL %v is too short: the minimum is %v", a.ttl, MinTTL)
 	}
 	if a.rotate == 0 {
 		a.rotate = DefaultRotate
 	}
 	if a.rotate < a.ttl/2 {
-		return nil, fmt.Errorf("agent: rotation interval %v is shorter than half the TTL (%v): rotate at least every %v or shorten the TTL", a.rotate, a.ttl, a.ttl/2)
+		return nil, fmt.Errorf("rotation interval %v is shorter than half the TTL (%v): rotate at least every %v or shorten the TTL", a.rotate, a.ttl, a.ttl/2)
 	}
 	a.retireMargin = a.ttl / 10
 	maxPropagation := MaxPropagation(a.ttl)
@@ -192,9 +192,9 @@ func New(opts Options) (*Agent, error) {
 	case a.propagation == 0:
 		a.propagation = min(DefaultPropagation, maxPropagation)
 	case a.propagation < 0:
-		return nil, fmt.Errorf("agent: propagation delay %v is negative", a.propagation)
+		return nil, fmt.Errorf("propagation delay %v is negative", a.propagation)
 	case a.propagation > maxPropagation:
-		return nil, fmt.Errorf("agent: propagation delay %v is too long for TTL %v: the previous key must outlive it, so it can be at most %v (TTL/2 - TTL/10)", a.propagation, a.ttl, maxPropagation)
+		return nil, fmt.Errorf("propagation delay %v is too long for TTL %v: the previous key must outlive it, so it can be at most %v (TTL/2 - TTL/10)", a.propagation, a.ttl, maxPropagation)
 	}
 	if a.retryMin == 0 {
 		a.retryMin = min(time.Second, a.ttl/10)
@@ -203,7 +203,7 @@ func New(opts Options) (*Agent, error) {
 		a.retryMax = max(a.retryMin, min(30*time.Second, a.ttl/4))
 	}
 	if a.retryMin < 0 || a.retryMax < a.retryMin {
-		return nil, fmt.Errorf("agent: invalid retry bounds %v..%v", a.retryMin, a.retryMax)
+		return nil, fmt.Errorf("invalid retry bounds %v..%v", a.retryMin, a.retryMax)
 	}
 	a.callTimeout = min(max(a.ttl/4, time.Second), time.Minute)
 	if err := checkComment(a.comment); err != nil {
@@ -228,10 +228,10 @@ func MaxPropagation(ttl time.Duration) time.Duration { return ttl/2 - ttl/10 }
 // checkComment refuses comments that would break the authorized_keys line.
 func checkComment(c string) error {
 	if len(c) > 256 {
-		return fmt.Errorf("agent: comment is %d bytes long; the limit is 256", len(c))
+		return fmt.Errorf("comment is %d bytes long; the limit is 256", len(c))
 	}
 	if i := strings.IndexFunc(c, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }); i >= 0 {
-		return fmt.Errorf("agent: comment %q contains a control or non-printable character", c)
+		return fmt.Errorf("comment %q contains a control or non-printable character", c)
 	}
 	return nil
 }

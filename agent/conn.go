@@ -17,9 +17,9 @@ const managedKeys = "oslogin-agent manages its own keys; ssh-add cannot add or r
 
 var (
 	// errManaged answers ssh-add's add and remove requests.
-	errManaged = errors.New("agent: " + managedKeys)
+	errManaged = errors.New(managedKeys)
 	// errLocked answers requests refused because the agent is locked.
-	errLocked = errors.New("agent: agent is locked")
+	errLocked = errors.New("agent is locked")
 )
 
 // conn is the agent as one client connection sees it. x/crypto's ServeAgent
@@ -107,7 +107,7 @@ func (c *conn) sign(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlag
 	}
 	o, ok := c.a.lookup(key.Marshal(), c.a.now())
 	if !ok {
-		return nil, "", fmt.Errorf("agent: key %s is not offered by this agent", ssh.FingerprintSHA256(key))
+		return nil, "", fmt.Errorf("key %s is not offered by this agent", ssh.FingerprintSHA256(key))
 	}
 	algorithm := o.key.PublicKey().Type()
 	if algorithm == ssh.KeyAlgoRSA {
@@ -128,7 +128,7 @@ func (c *conn) sign(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlag
 	<-c.a.signers
 	if err != nil {
 		// The key may have been retired and destroyed since lookup.
-		return nil, algorithm, fmt.Errorf("agent: sign: %w", err)
+		return nil, algorithm, fmt.Errorf("sign: %w", err)
 	}
 	return sig, algorithm, nil
 }
@@ -175,5 +175,5 @@ func (c *conn) Unlock(passphrase []byte) error {
 // Signers is part of the x/crypto Agent interface for in-process use; it
 // would hand out private keys and is therefore refused.
 func (c *conn) Signers() ([]ssh.Signer, error) {
-	return nil, errors.New("agent: keys cannot be exported")
+	return nil, errors.New("keys cannot be exported")
 }

@@ -12,7 +12,7 @@ const maxFrameLen = 256 * 1024
 
 // errFrameTooLarge ends a connection whose client announced an oversized
 // request.
-var errFrameTooLarge = errors.New("agent: request larger than 256 KiB")
+var errFrameTooLarge = errors.New("request larger than 256 KiB")
 
 // frameGuard sits between a connection and ServeAgent. It reads each
 // request's 4-byte length prefix itself, refuses lengths over maxFrameLen

@@ -89,9 +89,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	defer l.mu.Unlock()
 	switch {
 	case l.closed:
-		return errors.New("agent: Start after Close")
+		return errors.New("Start after Close")
 	case l.started:
-		return errors.New("agent: Start called twice")
+		return errors.New("Start called twice")
 	}
 	lk, err := a.generate()
 	if err != nil {
@@ -141,13 +141,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	switch {
 	case l.closed:
 		l.mu.Unlock()
-		return errors.New("agent: Run after Close")
+		return errors.New("Run after Close")
 	case !l.started:
 		l.mu.Unlock()
-		return errors.New("agent: Run called before Start")
+		return errors.New("Run called before Start")
 	case l.running:
 		l.mu.Unlock()
-		return errors.New("agent: Run is already running")
+		return errors.New("Run is already running")
 	}
 	l.running = true
 	l.mu.Unlock()
@@ -484,7 +484,7 @@ func (a *Agent) Close(ctx context.Context) error {
 			t.Stop()
 			errs := make([]error, 0, len(failed))
 			for _, r := range failed {
-				errs = append(errs, fmt.Errorf("agent: revoke key %s: %w", r.fingerprint, lastErr[r.authorized]))
+				errs = append(errs, fmt.Errorf("revoke key %s: %w", r.fingerprint, lastErr[r.authorized]))
 			}
 			return errors.Join(errs...)
 		case <-t.C:
@@ -496,7 +496,7 @@ func (a *Agent) Close(ctx context.Context) error {
 func (a *Agent) generate() (*leasedKey, error) {
 	k, err := a.genKey(a.keyType)
 	if err != nil {
-		return nil, fmt.Errorf("agent: generate key: %w", err)
+		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	return newLeasedKey(k, a.comment), nil
 }
@@ -510,7 +510,7 @@ func (a *Agent) register(ctx context.Context, lk *leasedKey, exp time.Time) (str
 		err = errors.New("the registrar reported no POSIX username")
 	}
 	if err != nil {
-		return "", fmt.Errorf("agent: register key %s: %w", lk.key.Fingerprint(), err)
+		return "", fmt.Errorf("register key %s: %w", lk.key.Fingerprint(), err)
 	}
 	lk.registered = a.now()
 	lk.expiry = exp

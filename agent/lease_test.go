@@ -132,8 +132,8 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 		wantErr        string
 		wantUnderlying error
 	}{
-		{"registrar down", func(f *fakeRegistrar) { f.fail("Register", errUnavailable) }, "agent: register key SHA256:", errUnavailable},
-		{"stored but reply lost", func(f *fakeRegistrar) { f.fail("Register", errUnavailable); f.storeThenFail = true }, "agent: register key", errUnavailable},
+		{"registrar down", func(f *fakeRegistrar) { f.fail("Register", errUnavailable) }, "register key SHA256:", errUnavailable},
+		{"stored but reply lost", func(f *fakeRegistrar) { f.fail("Register", errUnavailable); f.storeThenFail = true }, "register key", errUnavailable},
 		{"no username", func(f *fakeRegistrar) { f.username = "" }, "no POSIX username", nil},
 	}
 	for _, tt := range tests {

@@ -51,10 +51,10 @@ func hashPassphrase(passphrase, salt []byte) []byte {
 func (l *lockState) lock(passphrase []byte) error {
 	defer clear(passphrase)
 	if len(passphrase) == 0 {
-		return errors.New("agent: refusing to lock with an empty passphrase")
+		return errors.New("refusing to lock with an empty passphrase")
 	}
 	if l.isLocked() {
-		return errors.New("agent: already locked")
+		return errors.New("already locked")
 	}
 	salt := make([]byte, lockSaltLen)
 	if _, err := rand.Read(salt); err != nil {
@@ -64,7 +64,7 @@ func (l *lockState) lock(passphrase []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.isLocked() {
-		return errors.New("agent: already locked")
+		return errors.New("already locked")
 	}
 	l.salt, l.hash, l.failures = salt, hash, 0
 	l.locked.Store(true)
@@ -80,7 +80,7 @@ func (l *lockState) unlock(ctx context.Context, passphrase []byte, step time.Dur
 	l.mu.Lock()
 	if !l.isLocked() {
 		l.mu.Unlock()
-		return 0, errors.New("agent: not locked")
+		return 0, errors.New("not locked")
 	}
 	salt, want := l.salt, l.hash
 	l.mu.Unlock()
@@ -110,5 +110,5 @@ func (l *lockState) unlock(ctx context.Context, passphrase []byte, step time.Dur
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	return failures, errors.New("agent: incorrect passphrase")
+	return failures, errors.New("incorrect passphrase")
 }

@@ -13,11 +13,11 @@ import (
 func peerCredentials(nc net.Conn) (peerCred, error) {
 	uc, ok := nc.(*net.UnixConn)
 	if !ok {
-		return peerCred{}, fmt.Errorf("agent: peer credentials: %T is not a Unix socket", nc)
+		return peerCred{}, fmt.Errorf("peer credentials: %T is not a Unix socket", nc)
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return peerCred{}, fmt.Errorf("agent: peer credentials: %w", err)
+		return peerCred{}, fmt.Errorf("peer credentials: %w", err)
 	}
 	var (
 		cred    *unix.Ucred
@@ -26,13 +26,13 @@ func peerCredentials(nc net.Conn) (peerCred, error) {
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return peerCred{}, fmt.Errorf("agent: peer credentials: %w", err)
+		return peerCred{}, fmt.Errorf("peer credentials: %w", err)
 	}
 	if credErr != nil {
-		return peerCred{}, fmt.Errorf("agent: peer credentials: SO_PEERCRED: %w", credErr)
+		return peerCred{}, fmt.Errorf("peer credentials: SO_PEERCRED: %w", credErr)
 	}
 	if cred == nil {
-		return peerCred{}, errors.New("agent: peer credentials: none reported")
+		return peerCred{}, errors.New("peer credentials: none reported")
 	}
 	p := peerCred{pid: cred.Pid, uid: cred.Uid, gid: cred.Gid}
 	if p.pid > 0 {

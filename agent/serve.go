@@ -38,7 +38,7 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			if !temporaryAcceptError(err) {
-				return fmt.Errorf("agent: accept on %s: %w", ln.Addr(), err)
+				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 			}
 			// Out of descriptors or similar: wait and retry, as
 			// net/http does, rather than spin or give up.

@@ -86,29 +86,29 @@ func (c *conn) bindSession(contents []byte) error {
 		Forwarding bool
 	}
 	if err := ssh.Unmarshal(contents, &req); err != nil {
-		return fmt.Errorf("agent: session-bind: malformed request: %w", err)
+		return fmt.Errorf("session-bind: malformed request: %w", err)
 	}
 	hostKey, err := ssh.ParsePublicKey(req.HostKey)
 	if err != nil {
-		return fmt.Errorf("agent: session-bind: host key: %w", err)
+		return fmt.Errorf("session-bind: host key: %w", err)
 	}
 	fp := ssh.FingerprintSHA256(hostKey)
 	if len(req.SessionID) > maxSessionIDLen {
-		return fmt.Errorf("agent: session-bind: session identifier is %d bytes, the limit is %d", len(req.SessionID), maxSessionIDLen)
+		return fmt.Errorf("session-bind: session identifier is %d bytes, the limit is %d", len(req.SessionID), maxSessionIDLen)
 	}
 	var sig ssh.Signature
 	if err := ssh.Unmarshal(req.Signature, &sig); err != nil {
-		return fmt.Errorf("agent: session-bind: malformed signature: %w", err)
+		return fmt.Errorf("session-bind: malformed signature: %w", err)
 	}
 	if err := hostKey.Verify(req.SessionID, &sig); err != nil {
-		return fmt.Errorf("agent: session-bind: signature by host key %s does not verify: %w", fp, err)
+		return fmt.Errorf("session-bind: signature by host key %s does not verify: %w", fp, err)
 	}
 	if len(c.binds) >= maxSessionBinds {
-		return fmt.Errorf("agent: session-bind: connection already has %d binds", maxSessionBinds)
+		return fmt.Errorf("session-bind: connection already has %d binds", maxSessionBinds)
 	}
 	for _, b := range c.binds {
 		if !b.forwarded {
-			return errors.New("agent: session-bind: connection already bound for authentication")
+			return errors.New("session-bind: connection already bound for authentication")
 		}
 		sidMatch := bytes.Equal(b.sessionID, req.SessionID)
 		if sidMatch && bytes.Equal(b.hostKey, req.HostKey) {
@@ -116,7 +116,7 @@ func (c *conn) bindSession(contents []byte) error {
 			return nil
 		}
 		if sidMatch {
-			return fmt.Errorf("agent: session-bind: session identifier already bound to host key %s", b.hostKeyFP)
+			return fmt.Errorf("session-bind: session identifier already bound to host key %s", b.hostKeyFP)
 		}
 	}
 	c.binds = append(c.binds, sessionBind{

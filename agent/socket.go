@@ -40,7 +40,7 @@ func DefaultSocketPath() (string, error) {
 	}
 	p := filepath.Join(dir, fmt.Sprintf("agent.%d.sock", os.Getpid()))
 	if len(p) > maxSocketPath {
-		return "", fmt.Errorf("agent: default socket path %s is longer than %d bytes; choose a shorter one", p, maxSocketPath)
+		return "", fmt.Errorf("default socket path %s is longer than %d bytes; choose a shorter one", p, maxSocketPath)
 	}
 	return p, nil
 }
@@ -61,10 +61,10 @@ func DefaultSocketPath() (string, error) {
 // the one this listener created (same device and inode).
 func Listen(path string) (net.Listener, error) {
 	if path == "" {
-		return nil, errors.New("agent: empty socket path")
+		return nil, errors.New("empty socket path")
 	}
 	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("agent: socket path %s is %d bytes long; Unix sockets allow at most %d", path, len(path), maxSocketPath)
+		return nil, fmt.Errorf("socket path %s is %d bytes long; Unix sockets allow at most %d", path, len(path), maxSocketPath)
 	}
 	path = filepath.Clean(path)
 	if err := privateDir(filepath.Dir(path)); err != nil {
@@ -75,7 +75,7 @@ func Listen(path string) (net.Listener, error) {
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
-		return nil, fmt.Errorf("agent: listen on %s: %w", path, err)
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(false)
 	fail := func(err error) (net.Listener, error) {
@@ -84,15 +84,15 @@ func Listen(path string) (net.Listener, error) {
 		return nil, err
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		return fail(fmt.Errorf("agent: chmod socket: %w", err))
+		return fail(fmt.Errorf("chmod socket: %w", err))
 	}
 	st, err := os.Lstat(path)
 	if err != nil {
-		return fail(fmt.Errorf("agent: stat socket: %w", err))
+		return fail(fmt.Errorf("stat socket: %w", err))
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
-		return fail(fmt.Errorf("agent: stat socket: no device and inode for %s", path))
+		return fail(fmt.Errorf("stat socket: no device and inode for %s", path))
 	}
 	return &socketListener{UnixListener: ln, path: path, dev: uint64(sys.Dev), ino: uint64(sys.Ino)}, nil
 }
@@ -103,29 +103,29 @@ func privateDir(dir string) error {
 	st, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("agent: create socket directory: %w", err)
+			return fmt.Errorf("create socket directory: %w", err)
 		}
 		// The umask can only have removed bits; make the mode exact.
 		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("agent: chmod socket directory: %w", err)
+			return fmt.Errorf("chmod socket directory: %w", err)
 		}
 		st, err = os.Stat(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("agent: socket directory: %w", err)
+		return fmt.Errorf("socket directory: %w", err)
 	}
 	if !st.IsDir() {
-		return fmt.Errorf("agent: socket directory %s is not a directory", dir)
+		return fmt.Errorf("socket directory %s is not a directory", dir)
 	}
 	// A sticky directory of root's, like /tmp, is safe too: nobody else may
 	// remove or replace an entry there, and the socket's own mode and the
 	// peer check on every connection keep other users out.
 	sharedTmp := st.Mode()&fs.ModeSticky != 0 && ownedBy(st, 0)
 	if !ownedByMe(st) && !sharedTmp {
-		return fmt.Errorf("agent: socket directory %s belongs to uid %d, not to this user (uid %d); use a directory of your own", dir, st.Sys().(*syscall.Stat_t).Uid, os.Geteuid())
+		return fmt.Errorf("socket directory %s belongs to uid %d, not to this user (uid %d); use a directory of your own", dir, st.Sys().(*syscall.Stat_t).Uid, os.Geteuid())
 	}
 	if perm := st.Mode().Perm(); perm&0o022 != 0 && !sharedTmp {
-		return fmt.Errorf("agent: socket directory %s is writable by group or others (mode %04o); use a private directory", dir, perm)
+		return fmt.Errorf("socket directory %s is writable by group or others (mode %04o); use a private directory", dir, perm)
 	}
 	return nil
 }
@@ -144,21 +144,21 @@ func removeStale(path string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("agent: socket path: %w", err)
+		return fmt.Errorf("socket path: %w", err)
 	}
 	if st.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("agent: %s exists and is not a socket; refusing to replace it", path)
+		return fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)
 	}
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("agent: another agent is listening on %s", path)
+		return fmt.Errorf("another agent is listening on %s", path)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("agent: cannot tell whether %s is in use: %w", path, err)
+		return fmt.Errorf("cannot tell whether %s is in use: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("agent: remove stale socket: %w", err)
+		return fmt.Errorf("remove stale socket: %w", err)
 	}
 	return nil
 }

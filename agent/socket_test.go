@@ -151,7 +151,7 @@ func TestListenStaleAndLive(t *testing.T) {
 		}
 		defer live.Close()
 		_, err = Listen(path)
-		if err == nil || err.Error() != "agent: another agent is listening on "+path {
+		if err == nil || err.Error() != "another agent is listening on "+path {
 			t.Fatalf("Listen over a live socket: %v", err)
 		}
 		c, err := net.Dial("unix", path)

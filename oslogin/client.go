@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -27,6 +26,10 @@ type Options struct {
 	// Endpoint is the OS Login API base URL; empty means Google's. Tests and
 	// the emulator demo point it at oslogin-emulator.
 	Endpoint string
+	// Transport carries the calls before the token is added; nil means
+	// Endpoints{}.HTTPTransport(). Pass the resolved endpoints' transport
+	// so that OSLOGIN_EMULATOR_HOST keeps every call on loopback.
+	Transport http.RoundTripper
 	// Regions, when set, makes imports return only once the key has reached
 	// these regions, which shortens the wait before VMs there accept it.
 	Regions     []string
@@ -56,19 +59,14 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		return nil, err
 	}
 	if opts.Project == "" {
-		return nil, errors.New("oslogin: no project given")
+		return nil, errors.New("no project given")
 	}
 	if opts.TokenSource == nil {
-		return nil, errors.New("oslogin: no token source given")
+		return nil, errors.New("no token source given")
 	}
-	base := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConnsPerHost:   4,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: defaultCallTimeout,
+	base := opts.Transport
+	if base == nil {
+		base = Endpoints{}.HTTPTransport()
 	}
 	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.ReuseTokenSource(nil, opts.TokenSource), Base: base}}
 	svcOpts := []option.ClientOption{option.WithHTTPClient(hc)}
@@ -77,7 +75,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	svc, err := oslogin.NewService(ctx, svcOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("oslogin: create API client: %w", err)
+		return nil, fmt.Errorf("create API client: %w", err)
 	}
 	c := &Client{
 		svc:         svc,
@@ -118,10 +116,10 @@ func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time
 	if isProfileFull(err) {
 		n, perr := c.PruneExpired(ctx)
 		if perr != nil {
-			return "", fmt.Errorf("oslogin: import key: the login profile is full, and deleting expired keys failed: %w", perr)
+			return "", fmt.Errorf("import key: the login profile is full, and deleting expired keys failed: %w", perr)
 		}
 		if n == 0 {
-			return "", fmt.Errorf("oslogin: import key: the login profile of %s is full and holds no expired keys; "+
+			return "", fmt.Errorf("import key: the login profile of %s is full and holds no expired keys; "+
 				"delete keys that never expire (gcloud compute os-login ssh-keys list / remove): %w", c.account, err)
 		}
 		c.log.Info("login profile was full; deleted expired keys and importing again", "deleted", n)
@@ -136,9 +134,9 @@ func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time
 	}
 	if _, ok := profile.SshPublicKeys[fp]; !ok {
 		if resp.Details != "" {
-			return "", fmt.Errorf("oslogin: import key: %w (OS Login says: %s)", ErrKeyManagementBlocked, resp.Details)
+			return "", fmt.Errorf("import key: %w (OS Login says: %s)", ErrKeyManagementBlocked, resp.Details)
 		}
-		return "", fmt.Errorf("oslogin: import key: %w", ErrKeyManagementBlocked)
+		return "", fmt.Errorf("import key: %w", ErrKeyManagementBlocked)
 	}
 	username, err := pickUsername(profile, c.project)
 	if err != nil {
@@ -248,7 +246,8 @@ func (c *Client) retry(ctx context.Context, op string, fn func(context.Context) 
 			return err
 		}
 		wait = max(wait, c.backoff.delay(attempt))
-		c.log.Warn("OS Login call failed; retrying", "op", op, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+		c.log.Warn("OS Login call failed; retrying", "op", op, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", describe(err))
+		c.log.Debug("OS Login call failed", "op", op, "detail", err)
 		if serr := sleep(ctx, wait); serr != nil {
 			return err
 		}
@@ -285,5 +284,5 @@ func pickUsername(p *oslogin.LoginProfile, project string) (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("oslogin: the login profile has no Linux POSIX account for project %s", project)
+	return "", fmt.Errorf("the login profile has no Linux POSIX account for project %s", project)
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -148,7 +151,7 @@ func TestRegisterRefusals(t *testing.T) {
 		{
 			name:    "bad request",
 			setup:   func(f *fixture) { f.srv.Emulator.SetFault(emulator.Fault{Methods: "write", Status: 400}) },
-			wantMsg: "Error 400",
+			wantMsg: "OS Login answered 400 Bad Request: ",
 		},
 	}
 	for _, tc := range tests {
@@ -321,4 +324,64 @@ func TestProfileFullOfPermanentKeys(t *testing.T) {
 	if n := len(f.keys()); n != 2 {
 		t.Fatalf("%d keys; the permanent ones must be left alone", n)
 	}
+}
+
+// TestAnswersAUserCanRead: whatever comes back, the error names the status
+// and a reason, never the request's URL.
+func TestAnswersAUserCanRead(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   string
+	}{
+		{"404 with no body", 404, "", "OS Login answered 404 Not Found: no reason given"},
+		{"404 HTML page", 404, "<!DOCTYPE html><html><head><title>Error 404 (Not Found)!!1</title></head></html>", "404 Not Found: Error 404 (Not Found)!!1"},
+		{"plain text", 400, "bad things\nmore", "400 Bad Request: bad things"},
+		{"Google's JSON", 403, `{"error":{"code":403,"message":"The caller does not have permission","status":"PERMISSION_DENIED"}}`, "The caller does not have permission"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.status)
+				io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			c, err := oslogin.New(context.Background(), oslogin.Options{
+				Account: "a@example.com", Project: "p", Endpoint: srv.URL,
+				TokenSource: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t"}),
+				Backoff:     oslogin.Backoff{Attempts: 1},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Revoke(context.Background(), line)
+			if tc.status == 404 {
+				if err != nil {
+					t.Fatalf("a 404 on delete means deleted; got %v", err)
+				}
+				_, err = c.Register(context.Background(), line, time.Now().Add(time.Minute))
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v; want it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), srv.URL) || strings.Contains(err.Error(), "googleapi") {
+				t.Fatalf("error %q shows the request URL or a package name", err)
+			}
+		})
+	}
+	t.Run("nothing listening", func(t *testing.T) {
+		c, err := oslogin.New(context.Background(), oslogin.Options{
+			Account: "a@example.com", Project: "p", Endpoint: "http://127.0.0.1:1",
+			TokenSource: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t"}),
+			Backoff:     oslogin.Backoff{Attempts: 1},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Revoke(context.Background(), line)
+		if err == nil || !strings.Contains(err.Error(), "delete key: cannot reach 127.0.0.1:1: ") || strings.Contains(err.Error(), "http://") {
+			t.Fatalf("error %v; want the host it could not reach, without the URL", err)
+		}
+	})
 }

@@ -2,7 +2,9 @@ package oslogin
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -44,8 +46,9 @@ type IdentityOptions struct {
 	// TokenInfoURL is asked for the e-mail of user (authorized_user)
 	// credentials; empty means DefaultTokenInfoURL.
 	TokenInfoURL string
-	// HTTPClient is used for the token-info lookup; nil means a client with
-	// a short timeout.
+	// HTTPClient is used for every token and token-info request; nil means
+	// a client with a short timeout. Pass Endpoints.HTTPClient so that
+	// OSLOGIN_EMULATOR_HOST keeps them on loopback.
 	HTTPClient *http.Client
 }
 
@@ -61,7 +64,10 @@ func FindIdentity(ctx context.Context, opts IdentityOptions) (*Identity, error) 
 	// The token source keeps the context it is built with for every later
 	// refresh, so it gets one that outlives the caller's start-up deadline,
 	// with an HTTP client that cannot hang.
-	tokenCtx := context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient, &http.Client{Timeout: defaultCallTimeout})
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: defaultCallTimeout}
+	}
+	tokenCtx := context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient, opts.HTTPClient)
 	creds, source, err := findCredentials(tokenCtx)
 	if err != nil {
 		return nil, err
@@ -82,38 +88,136 @@ func FindIdentity(ctx context.Context, opts IdentityOptions) (*Identity, error) 
 	// unreachable token endpoint, a refused impersonation) are reported as
 	// such, not as a failed OS Login call later. The token is cached for
 	// that first call.
+	if err := checkServiceAccountFile(creds.JSON); err != nil {
+		return nil, fmt.Errorf("the %s is broken: %w; nothing was sent to Google. Create a new key for the "+
+			"service account, or better, use workload identity federation", source, err)
+	}
 	if _, err := creds.TokenSource.Token(); err != nil {
-		return nil, fmt.Errorf("oslogin: get a token with the %s: %w", source, err)
+		return nil, tokenError(source, err)
 	}
 	if creds.JSON == nil { // the metadata server: the VM's attached service account
 		if id.Account == "" {
 			if id.Account, err = metadata.EmailWithContext(ctx, "default"); err != nil {
-				return nil, fmt.Errorf("oslogin: ask the metadata server for the service account e-mail: %w", err)
+				return nil, fmt.Errorf("ask the metadata server for the service account e-mail: %w", err)
 			}
 		}
 		if id.Project == "" {
 			if id.Project, err = metadata.ProjectIDWithContext(ctx); err != nil {
-				return nil, fmt.Errorf("oslogin: ask the metadata server for the project: %w", err)
+				return nil, fmt.Errorf("ask the metadata server for the project: %w", err)
 			}
 		}
 	}
 	if id.Account == "" {
-		return nil, fmt.Errorf("oslogin: the credentials (%s) do not name an account; pass --account EMAIL", source)
+		return nil, fmt.Errorf("the credentials (%s) do not name an account; pass --account EMAIL", source)
 	}
 	if err := checkAccount(id.Account); err != nil {
 		return nil, err
 	}
 	if id.Project == "" {
-		return nil, fmt.Errorf("oslogin: the credentials (%s) do not name a project; pass --project PROJECT_ID", source)
+		return nil, fmt.Errorf("the credentials (%s) do not name a project; pass --project PROJECT_ID", source)
 	}
 	return id, nil
+}
+
+// checkServiceAccountFile checks locally what x/oauth2 would only report
+// as a failed token request: a service-account key file must name its
+// account and hold a PEM private key in PKCS #8 or PKCS #1 form.
+func checkServiceAccountFile(b []byte) error {
+	var f struct {
+		Type        string `json:"type"`
+		ClientEmail string `json:"client_email"`
+		PrivateKey  string `json:"private_key"`
+	}
+	if b == nil || json.Unmarshal(b, &f) != nil || f.Type != "service_account" {
+		return nil
+	}
+	if f.ClientEmail == "" {
+		return errors.New("it has no client_email")
+	}
+	if f.PrivateKey == "" {
+		return errors.New("it has no private_key")
+	}
+	block, _ := pem.Decode([]byte(f.PrivateKey))
+	if block == nil {
+		return errors.New("its private_key is not PEM-encoded")
+	}
+	if _, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		return nil
+	}
+	if _, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return nil
+	}
+	return errors.New("its private_key cannot be parsed (neither PKCS #8 nor PKCS #1)")
+}
+
+// tokenError says who failed a token request: the token service refusing
+// the credentials, the network, or the emulator guard. x/oauth2 flattens
+// transport errors into text, so the guard is recognised by its text.
+func tokenError(source string, err error) error {
+	var rerr *oauth2.RetrieveError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &rerr):
+		reason := rerr.ErrorDescription
+		if reason == "" {
+			reason = rerr.ErrorCode
+		}
+		if reason == "" { // the JWT flow leaves Google's JSON unparsed
+			var body struct {
+				Error       string `json:"error"`
+				Description string `json:"error_description"`
+			}
+			if json.Unmarshal(rerr.Body, &body) == nil {
+				reason = strings.TrimSpace(body.Error + ": " + body.Description)
+				reason = strings.Trim(reason, ": ")
+			}
+		}
+		if reason == "" && rerr.Response != nil {
+			reason = rerr.Response.Status
+		}
+		return fmt.Errorf("the token service refused the %s (a revoked or deleted key, a disabled account, "+
+			"or a refused impersonation); its reason: %s", source, oneLine(reason))
+	case strings.Contains(msg, ErrNotLoopback.Error()):
+		i := strings.Index(msg, ErrNotLoopback.Error()) + len(ErrNotLoopback.Error())
+		return fmt.Errorf("get a token with the %s: %w%s; use the emulator's credentials (its metadata server, "+
+			"or a key file from oslogin-emulator --write-key-file)", source, ErrNotLoopback, msg[i:])
+	}
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return fmt.Errorf("get a token with the %s: %w", source, plain(err))
+	}
+	return fmt.Errorf("get a token with the %s: %s", source, stripURLs(msg))
+}
+
+// stripURLs removes the `Post "https://…":` that x/oauth2 puts into
+// transport errors it flattens into text.
+func stripURLs(msg string) string {
+	for _, verb := range []string{"Get ", "Post "} {
+		for {
+			i := strings.Index(msg, verb+`"`)
+			if i < 0 {
+				break
+			}
+			j := strings.Index(msg[i+len(verb)+1:], `": `)
+			if j < 0 {
+				break
+			}
+			raw := msg[i+len(verb)+1 : i+len(verb)+1+j]
+			host := raw
+			if u, err := url.Parse(raw); err == nil && u.Host != "" {
+				host = u.Host
+			}
+			msg = msg[:i] + "cannot reach " + host + ": " + msg[i+len(verb)+1+j+3:]
+		}
+	}
+	return msg
 }
 
 // checkAccount rejects values that cannot be an OS Login user id: the e-mail
 // travels unescaped in the request path, so a slash would change the path.
 func checkAccount(account string) error {
 	if !strings.Contains(account, "@") || strings.ContainsAny(account, "/ \t\n") {
-		return fmt.Errorf("oslogin: %q is not an account e-mail (want e.g. deployer@my-project.iam.gserviceaccount.com)", account)
+		return fmt.Errorf("%q is not an account e-mail (want e.g. deployer@my-project.iam.gserviceaccount.com)", account)
 	}
 	return nil
 }
@@ -126,17 +230,17 @@ func findCredentials(ctx context.Context) (*google.Credentials, string, error) {
 	if path := os.Getenv("GOOGLE_APPLICATION_CREDENTIALS"); path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, "", fmt.Errorf("oslogin: read GOOGLE_APPLICATION_CREDENTIALS: %w (point it at a readable credentials JSON file, or unset it to use the metadata server)", err)
+			return nil, "", fmt.Errorf("read GOOGLE_APPLICATION_CREDENTIALS: %w (point it at a readable credentials JSON file, or unset it to use the metadata server)", err)
 		}
 		creds, err := credentialsFromJSON(ctx, b, params)
 		if err != nil {
-			return nil, "", fmt.Errorf("oslogin: GOOGLE_APPLICATION_CREDENTIALS=%s: %w", path, err)
+			return nil, "", fmt.Errorf("GOOGLE_APPLICATION_CREDENTIALS=%s: %w", path, err)
 		}
 		return creds, "credentials file " + path, nil
 	}
 	creds, err := google.FindDefaultCredentialsWithParams(ctx, params)
 	if err != nil {
-		return nil, "", errors.New("oslogin: no Google credentials found: run on Google Cloud with an attached service account, " +
+		return nil, "", errors.New("no Google credentials found: run on Google Cloud with an attached service account, " +
 			"set GOOGLE_APPLICATION_CREDENTIALS to a workload identity federation or service account file, " +
 			"or run `gcloud auth application-default login`")
 	}
@@ -182,14 +286,14 @@ func accountFromJSON(ctx context.Context, creds *google.Credentials, opts Identi
 		ServiceAccountImpersonationURL string `json:"service_account_impersonation_url"`
 	}
 	if err := json.Unmarshal(creds.JSON, &f); err != nil {
-		return "", fmt.Errorf("oslogin: parse credentials: %w", err)
+		return "", fmt.Errorf("parse credentials: %w", err)
 	}
 	switch f.Type {
 	case "service_account":
 		return f.ClientEmail, nil
 	case "impersonated_service_account", "external_account":
 		if f.ServiceAccountImpersonationURL == "" {
-			return "", errors.New("oslogin: these external_account credentials stand for a federated principal, " +
+			return "", errors.New("these external_account credentials stand for a federated principal, " +
 				"which OS Login cannot import keys for; configure them to impersonate a service account " +
 				"(service_account_impersonation_url) or pass --account")
 		}
@@ -197,7 +301,7 @@ func accountFromJSON(ctx context.Context, creds *google.Credentials, opts Identi
 	case "authorized_user":
 		return accountFromTokenInfo(ctx, creds.TokenSource, opts)
 	}
-	return "", fmt.Errorf("oslogin: credentials of type %q do not name an account; pass --account", f.Type)
+	return "", fmt.Errorf("credentials of type %q do not name an account; pass --account", f.Type)
 }
 
 // quotaProject is the project user credentials bill to; gcloud writes it
@@ -215,12 +319,12 @@ func quotaProject(b []byte) string {
 func accountFromImpersonationURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("oslogin: service_account_impersonation_url: %w", err)
+		return "", fmt.Errorf("service_account_impersonation_url: %w", err)
 	}
 	_, rest, ok := strings.Cut(u.Path, "/serviceAccounts/")
 	email, _, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 || email == "" {
-		return "", fmt.Errorf("oslogin: service_account_impersonation_url %q does not name a service account; pass --account", raw)
+		return "", fmt.Errorf("service_account_impersonation_url %q does not name a service account; pass --account", raw)
 	}
 	return email, nil
 }
@@ -231,42 +335,39 @@ func accountFromImpersonationURL(raw string) (string, error) {
 func accountFromTokenInfo(ctx context.Context, ts oauth2.TokenSource, opts IdentityOptions) (string, error) {
 	tok, err := ts.Token()
 	if err != nil {
-		return "", fmt.Errorf("oslogin: get a token for the user credentials: %w", err)
+		return "", fmt.Errorf("get a token for the user credentials: %w", err)
 	}
 	endpoint := opts.TokenInfoURL
 	if endpoint == "" {
 		endpoint = DefaultTokenInfoURL
 	}
 	hc := opts.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: defaultCallTimeout}
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint,
 		strings.NewReader(url.Values{"access_token": {tok.AccessToken}}.Encode()))
 	if err != nil {
-		return "", fmt.Errorf("oslogin: token info: %w", err)
+		return "", fmt.Errorf("token info: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("oslogin: token info: %w", err)
+		return "", fmt.Errorf("token info: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
-		return "", fmt.Errorf("oslogin: token info: %w", err)
+		return "", fmt.Errorf("token info: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("oslogin: token info: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+		return "", fmt.Errorf("token info: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	var info struct {
 		Email string `json:"email"`
 	}
 	if err := json.Unmarshal(body, &info); err != nil {
-		return "", fmt.Errorf("oslogin: token info: %w", err)
+		return "", fmt.Errorf("token info: %w", err)
 	}
 	if info.Email == "" {
-		return "", errors.New("oslogin: the user credentials do not reveal their e-mail (no email scope); pass --account")
+		return "", errors.New("the user credentials do not reveal their e-mail (no email scope); pass --account")
 	}
 	return info.Email, nil
 }

@@ -1,9 +1,11 @@
 package oslogin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"google.golang.org/api/googleapi"
@@ -43,25 +45,25 @@ func isNotFound(err error) bool {
 func (c *Client) explain(op string, err error) error {
 	var gerr *googleapi.Error
 	if !errors.As(err, &gerr) {
-		return fmt.Errorf("oslogin: %s: %w", op, err)
+		return fmt.Errorf("%s: %w", op, plain(err))
 	}
 	err = apiError{gerr}
 	switch gerr.Code {
 	case http.StatusUnauthorized:
-		return fmt.Errorf("oslogin: %s: %w: the token for %s was refused (expired, revoked or not for this service); "+
+		return fmt.Errorf("%s: %w: the token for %s was refused (expired, revoked or not for this service); "+
 			"check the credentials: %w", op, ErrUnauthenticated, c.account, err)
 	case http.StatusForbidden:
 		if insufficientScopes(gerr) {
-			return fmt.Errorf("oslogin: %s: %w: the token needs the cloud-platform or compute scope "+
-				"(https://www.googleapis.com/auth/cloud-platform); on a VM, set its access scopes to cloud-platform: %w",
+			return fmt.Errorf("%s: %w: the token needs the cloud-platform or compute scope; "+
+				"on a VM, set its access scopes to cloud-platform: %w",
 				op, ErrScopes, err)
 		}
-		return fmt.Errorf("oslogin: %s: %w: %s may not manage its OS Login profile in project %s; grant it "+
+		return fmt.Errorf("%s: %w: %s may not manage its OS Login profile in project %s; grant it "+
 			"roles/compute.osLogin (or roles/compute.osAdminLogin for sudo) on the project and "+
 			"roles/iam.serviceAccountUser on the VMs' service account, or impersonate an account that has them: %w",
 			op, ErrPermission, c.account, c.project, err)
 	}
-	return fmt.Errorf("oslogin: %s: %w", op, err)
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 func insufficientScopes(gerr *googleapi.Error) bool {
@@ -78,15 +80,88 @@ func insufficientScopes(gerr *googleapi.Error) bool {
 
 // apiError prints a Google API error on one line, as a command-line tool's
 // error must be; googleapi.Error appends its details on further lines. The
-// original stays reachable with errors.As.
+// reason is always there: Google's message, else the text of the answer's
+// body, else the HTTP status. The original stays reachable with errors.As.
 type apiError struct{ err *googleapi.Error }
 
 func (e apiError) Error() string {
-	msg := fmt.Sprintf("googleapi: Error %d: %s", e.err.Code, strings.Join(strings.Fields(e.err.Message), " "))
+	reason := oneLine(e.err.Message)
+	if reason == "" {
+		reason = bodyReason(e.err.Body)
+	}
+	if reason == "" {
+		reason = "no reason given"
+	}
+	msg := fmt.Sprintf("OS Login answered %d %s: %s", e.err.Code, http.StatusText(e.err.Code), reason)
 	if len(e.err.Errors) == 1 && e.err.Errors[0].Reason != "" {
-		msg += ", " + e.err.Errors[0].Reason
+		msg += " (" + e.err.Errors[0].Reason + ")"
 	}
 	return msg
 }
 
+// bodyReason makes a reason out of a body that is not Google's JSON error:
+// the title of an HTML page, or the first line of text, cut short.
+func bodyReason(body string) string {
+	body = strings.TrimSpace(body)
+	if i := strings.Index(strings.ToLower(body), "<title>"); i >= 0 {
+		rest := body[i+len("<title>"):]
+		if j := strings.Index(strings.ToLower(rest), "</title>"); j >= 0 {
+			return oneLine(rest[:j])
+		}
+	}
+	if strings.HasPrefix(body, "<") {
+		return ""
+	}
+	line, _, _ := strings.Cut(body, "\n")
+	line = oneLine(line)
+	if len(line) > 200 {
+		line = line[:200] + "…"
+	}
+	return line
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// plain turns a transport failure into a sentence without the request's
+// URL (url.Error prints method, full URL and query): the host it could not
+// reach, and why. The detail stays reachable with errors.As and in debug
+// logs.
+func plain(err error) error {
+	var uerr *url.Error
+	if !errors.As(err, &uerr) {
+		return err
+	}
+	host := uerr.URL
+	if u, perr := url.Parse(uerr.URL); perr == nil && u.Host != "" {
+		host = u.Host
+	}
+	return &reachError{host: host, err: uerr}
+}
+
+// reachError is a request that got no answer.
+type reachError struct {
+	host string
+	err  *url.Error
+}
+
+func (e *reachError) Error() string {
+	inner := e.err.Err
+	if errors.Is(inner, context.DeadlineExceeded) || e.err.Timeout() {
+		return fmt.Sprintf("no answer from %s in time", e.host)
+	}
+	return fmt.Sprintf("cannot reach %s: %v", e.host, inner)
+}
+
+func (e *reachError) Unwrap() error { return e.err }
+
 func (e apiError) Unwrap() error { return e.err }
+
+// describe is err as a user reads it: Google's answer on one line, or the
+// host that could not be reached.
+func describe(err error) string {
+	var gerr *googleapi.Error
+	if errors.As(err, &gerr) {
+		return apiError{gerr}.Error()
+	}
+	return plain(err).Error()
+}

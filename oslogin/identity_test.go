@@ -2,6 +2,9 @@ package oslogin_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,8 +97,10 @@ func TestIdentityErrors(t *testing.T) {
 		{"not JSON", write("garbage.json", "hello"), "", []string{"not a credentials JSON file"}},
 		{"wrong type", write("wrong.json", `{"type":"gdch_service_account"}`), "", []string{`type "gdch_service_account"`, "cannot be used with OS Login"}},
 		{"no type", write("notype.json", `{"client_email":"a@b"}`), "", []string{`type ""`}},
-		{"service account with a broken key", write("sa.json", `{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_`+`key":"not a key","token_uri":"http://127.0.0.1:1/token"}`), "", []string{"get a token with the credentials file", "private key"}},
-		{"service account JSON without fields", write("empty-sa.json", `{"type":"service_account"}`), "", []string{"get a token with the credentials file"}},
+		{"service account with a broken key", write("sa.json", `{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_`+`key":"not a key","token_uri":"http://127.0.0.1:1/token"}`), "", []string{"sa.json is broken", "private_key is not PEM-encoded", "nothing was sent"}},
+		{"service account JSON without fields", write("empty-sa.json", `{"type":"service_account"}`), "", []string{"empty-sa.json is broken", "no client_email"}},
+		{"token service unreachable", validKey(t, write, "unreachable.json", "http://127.0.0.1:1/token"), "", []string{"get a token with the credentials file", "cannot reach 127.0.0.1:1", "connection refused"}},
+		{"token service refuses", validKey(t, write, "refused.json", refusingTokenService(t)), "", []string{"the token service refused the credentials file", "Invalid JWT Signature."}},
 		{"federated principal", write("ext.json", `{"type":"external_account","audience":"//iam.googleapis.com/x","subject_token_type":"urn:ietf:params:oauth:token-type:jwt","token_url":"http://127.0.0.1:1/token","credential_source":{"file":"/dev/null"}}`), "", []string{"federated principal", "--account"}},
 		{"account with a slash", "", "a/b@example.com", []string{"is not an account e-mail"}},
 	}
@@ -110,6 +115,9 @@ func TestIdentityErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Fatalf("error %q does not mention %q", err, w)
 				}
+			}
+			if strings.Contains(err.Error(), "http://") || strings.Contains(err.Error(), "oslogin: ") {
+				t.Fatalf("error %q shows a raw URL or a package prefix", err)
 			}
 		})
 	}
@@ -193,4 +201,33 @@ func TestIdentityWhenMetadataServerIsDown(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "metadata server") {
 		t.Fatalf("error %v; want one naming the metadata server", err)
 	}
+}
+
+// validKey writes a service-account key file with a well-formed key whose
+// token endpoint is tokenURI.
+func validKey(t *testing.T, write func(name, content string) string, name, tokenURI string) string {
+	t.Helper()
+	cfg := emulator.DefaultConfig()
+	emu, err := emulator.New(emulator.Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	b, err := emu.ServiceAccountKeyJSON(cfg.Accounts[0].Email, tokenURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return write(name, string(b))
+}
+
+// refusingTokenService answers every token request as Google does a key
+// it no longer knows.
+func refusingTokenService(t *testing.T) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":"invalid_grant","error_description":"Invalid JWT Signature."}`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/token"
 }

@@ -72,13 +72,13 @@ func ParseKeyType(s string) (KeyType, error) {
 	}
 	if bits, ok := strings.CutPrefix(name, "rsa-"); ok {
 		if n, err := strconv.Atoi(bits); err == nil && n < 3072 {
-			return 0, fmt.Errorf("signer: key type %q refused: RSA keys must have at least 3072 bits (valid types: %s)", s, validNames())
+			return 0, fmt.Errorf("key type %q refused: RSA keys must have at least 3072 bits (valid types: %s)", s, validNames())
 		}
 	}
 	if name == "rsa" {
-		return 0, fmt.Errorf("signer: key type %q needs a size: rsa-3072 or rsa-4096 (valid types: %s)", s, validNames())
+		return 0, fmt.Errorf("key type %q needs a size: rsa-3072 or rsa-4096 (valid types: %s)", s, validNames())
 	}
-	return 0, fmt.Errorf("signer: unknown key type %q (valid types: %s)", s, validNames())
+	return 0, fmt.Errorf("unknown key type %q (valid types: %s)", s, validNames())
 }
 
 // Set implements the flag.Value (and pflag.Value) interface, so a KeyType
@@ -98,7 +98,7 @@ func (t *KeyType) Type() string { return "key-type" }
 // MarshalText implements encoding.TextMarshaler.
 func (t KeyType) MarshalText() ([]byte, error) {
 	if !t.Valid() {
-		return nil, fmt.Errorf("signer: invalid key type %d", uint8(t))
+		return nil, fmt.Errorf("invalid key type %d", uint8(t))
 	}
 	return []byte(t.String()), nil
 }

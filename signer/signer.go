@@ -54,7 +54,7 @@ import (
 )
 
 // ErrDestroyed is returned by the signing methods of a destroyed Key.
-var ErrDestroyed = errors.New("signer: key destroyed")
+var ErrDestroyed = errors.New("key destroyed")
 
 // Key is a private key held in memory. It implements [ssh.Signer] and
 // [ssh.AlgorithmSigner]. Signing is safe for concurrent use and concurrent
@@ -94,7 +94,7 @@ func Generate(t KeyType) (*Key, error) {
 	case Ed25519:
 		_, k, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
-			return nil, fmt.Errorf("signer: generate %s key: %w", t, err)
+			return nil, fmt.Errorf("generate %s key: %w", t, err)
 		}
 		priv, wipe = k, func() { clear(k) }
 	case ECDSAP256, ECDSAP384:
@@ -104,7 +104,7 @@ func Generate(t KeyType) (*Key, error) {
 		}
 		k, err := ecdsa.GenerateKey(curve, rand.Reader)
 		if err != nil {
-			return nil, fmt.Errorf("signer: generate %s key: %w", t, err)
+			return nil, fmt.Errorf("generate %s key: %w", t, err)
 		}
 		// D is the only exported copy of the scalar; the crypto package
 		// keeps its own, which no API can reach (see the package doc).
@@ -117,21 +117,21 @@ func Generate(t KeyType) (*Key, error) {
 		}
 		k, err := rsa.GenerateKey(rand.Reader, bits)
 		if err != nil {
-			return nil, fmt.Errorf("signer: generate %s key: %w", t, err)
+			return nil, fmt.Errorf("generate %s key: %w", t, err)
 		}
 		priv, wipe = k, func() { wipeRSA(k) }
 	default:
-		return nil, fmt.Errorf("signer: cannot generate key of type %v (valid types: %s)", t, validNames())
+		return nil, fmt.Errorf("cannot generate key of type %v (valid types: %s)", t, validNames())
 	}
 	s, err := ssh.NewSignerFromSigner(priv)
 	if err != nil {
 		wipe()
-		return nil, fmt.Errorf("signer: wrap %s key: %w", t, err)
+		return nil, fmt.Errorf("wrap %s key: %w", t, err)
 	}
 	as, ok := s.(ssh.AlgorithmSigner)
 	if !ok {
 		wipe()
-		return nil, fmt.Errorf("signer: %s signer does not support signature algorithms", t)
+		return nil, fmt.Errorf("%s signer does not support signature algorithms", t)
 	}
 	return &Key{
 		typ:    t,
@@ -178,7 +178,7 @@ func (k *Key) SignWithAlgorithm(r io.Reader, data []byte, algorithm string) (*ss
 	}
 	sig, err := k.signer.SignWithAlgorithm(r, data, algorithm)
 	if err != nil {
-		return nil, fmt.Errorf("signer: sign with %s %s: %w", k.typ, k.fp, err)
+		return nil, fmt.Errorf("sign with %s %s: %w", k.typ, k.fp, err)
 	}
 	return sig, nil
 }

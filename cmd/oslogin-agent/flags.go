@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/oslogin-agent/oslogin-agent/agent"
+	"github.com/oslogin-agent/oslogin-agent/oslogin"
 	"github.com/oslogin-agent/oslogin-agent/signer"
 )
 
@@ -36,6 +38,7 @@ type config struct {
 	project     string
 	endpoint    string
 	tokenInfo   string
+	endpoints   oslogin.Endpoints // from --endpoint, --tokeninfo-url and OSLOGIN_EMULATOR_HOST
 	regions     []string
 	logFormat   string
 	logFile     string
@@ -68,7 +71,7 @@ func newFlagSet(cfg *config, keyType *string) *pflag.FlagSet {
 	fs.StringVar(keyType, "key-type", signer.Ed25519.String(), "key type: ed25519, ecdsa-p256, ecdsa-p384, rsa-3072 or rsa-4096")
 	fs.StringVar(&cfg.account, "account", "", "account `e-mail` whose OS Login profile holds the keys (default: from the credentials)")
 	fs.StringVar(&cfg.project, "project", "", "project `ID` whose POSIX username to use (default: from the credentials or metadata server)")
-	fs.StringVar(&cfg.endpoint, "endpoint", "", "OS Login API base `URL` (default: Google's; set it to oslogin-emulator's address to use the emulator)")
+	fs.StringVar(&cfg.endpoint, "endpoint", "", "OS Login API base `URL`, http:// or https:// (default: Google's, or the emulator's when $OSLOGIN_EMULATOR_HOST is set)")
 	fs.StringVar(&cfg.tokenInfo, "tokeninfo-url", "", "token info `URL` asked for the e-mail of user credentials (default: Google's)")
 	fs.StringSliceVar(&cfg.regions, "regions", nil, "wait for new keys to reach these `regions` before using them")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
@@ -108,6 +111,10 @@ func parseFlags(args []string) (*config, *pflag.FlagSet, error) {
 	}
 	if err := cfg.check(); err != nil {
 		return nil, fs, err
+	}
+	cfg.endpoints, err = oslogin.ResolveEndpoints(oslogin.EndpointOverrides{OSLogin: cfg.endpoint, TokenInfo: cfg.tokenInfo}, os.Getenv)
+	if err != nil {
+		return nil, fs, usagef("%v", err)
 	}
 	return cfg, fs, nil
 }

@@ -14,10 +14,10 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-)
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+	"github.com/oslogin-agent/oslogin-agent/internal/version"
+	"github.com/oslogin-agent/oslogin-agent/oslogin"
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -29,17 +29,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fd, ok := daemonReadyFD(); ok {
 		return runDaemonChild(args, fd)
 	}
+	if code, ok := runSubcommand(args, stdout, stderr); ok {
+		return code
+	}
 	cfg, fs, err := parseFlags(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "oslogin-agent: %v (run 'oslogin-agent --help' for usage)\n", err)
 		return 2
+	}
+	if cfg.endpoints.LoopbackOnly() {
+		// Google's libraries (Application Default Credentials, the metadata
+		// client) read the metadata server's address from here.
+		os.Setenv(oslogin.MetadataHostEnv, cfg.endpoints.MetadataHost)
 	}
 	switch {
 	case cfg.help:
 		printUsage(fs, stdout)
 		return 0
 	case cfg.version:
-		fmt.Fprintf(stdout, "oslogin-agent %s\n", version)
+		fmt.Fprintln(stdout, version.Line("oslogin-agent"))
 		return 0
 	case cfg.kill:
 		return exitStatus(stderr, killAgent(cfg, stdout))

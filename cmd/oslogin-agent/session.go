@@ -44,14 +44,16 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 	startCtx, cancelStart := context.WithTimeout(ctx, cfg.startTime)
 	defer cancelStart()
 	id, err := oslogin.FindIdentity(startCtx, oslogin.IdentityOptions{
-		Account: cfg.account, Project: cfg.project, TokenInfoURL: cfg.tokenInfo,
+		Account: cfg.account, Project: cfg.project,
+		TokenInfoURL: cfg.endpoints.TokenInfo, HTTPClient: cfg.endpoints.HTTPClient(),
 	})
 	if err != nil {
 		return nil, err
 	}
 	client, err := oslogin.New(ctx, oslogin.Options{
 		Account: id.Account, Project: id.Project, TokenSource: id.TokenSource,
-		Endpoint: cfg.endpoint, Regions: cfg.regions, Logger: log,
+		Endpoint: cfg.endpoints.OSLogin, Transport: cfg.endpoints.HTTPTransport(),
+		Regions: cfg.regions, Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -96,6 +98,9 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 	}()
 	attrs := []any{"socket", socket, "pid", os.Getpid(), "account", id.Account, "project", id.Project,
 		"username", s.username, "credentials", id.Source}
+	if cfg.endpoints.Emulator != "" {
+		attrs = append(attrs, "emulator", cfg.endpoints.Emulator)
+	}
 	for _, k := range a.Keys() {
 		attrs = append(attrs, "key", k.Fingerprint, "expires", k.Expiry.UTC().Format(time.RFC3339))
 	}

@@ -4,12 +4,14 @@
 //
 //	oslogin-emulator [flags]                  serve
 //	oslogin-emulator authorized-keys [--metadata-host HOST:PORT] USER
+//	oslogin-emulator --version
 //
-// Serving prints one machine-readable line on stdout once it listens,
+// Serving prints one line on stdout once it listens, ready for eval,
 //
-//	OSLOGIN_EMULATOR=127.0.0.1:41234
+//	export OSLOGIN_EMULATOR_HOST=127.0.0.1:41234
 //
-// usable as GCE_METADATA_HOST, and runs until SIGINT or SIGTERM. Exit status:
+// the one variable that points oslogin-agent and the helpers here, and runs
+// until SIGINT or SIGTERM. Exit status:
 // 0 after a clean shutdown, 1 on runtime errors (including a refused
 // non-loopback --listen), 2 on usage errors.
 //
@@ -18,7 +20,8 @@
 // exits 0 when the user is unknown, may not log in, or the server cannot be
 // asked (the reason goes to stderr). It exits 1 only on usage errors,
 // including a missing metadata host. sshd runs it with an empty environment,
-// so pass --metadata-host; GCE_METADATA_HOST is the fallback.
+// so pass --metadata-host there; elsewhere OSLOGIN_EMULATOR_HOST, then
+// GCE_METADATA_HOST, name the emulator.
 package main
 
 import (

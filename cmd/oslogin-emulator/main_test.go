@@ -57,7 +57,7 @@ func program(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
-var addrLine = regexp.MustCompile(`^OSLOGIN_EMULATOR=(127\.0\.0\.1:\d+)\n$`)
+var addrLine = regexp.MustCompile(`^export OSLOGIN_EMULATOR_HOST=(127\.0\.0\.1:\d+)\n$`)
 
 // TestServe runs the program, reads its address line, uses it as a
 // metadata server and API, runs authorized-keys against it, and stops it.
@@ -203,7 +203,7 @@ func TestServeInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	go io.Copy(io.Discard, pr)
-	addr := strings.TrimSpace(strings.TrimPrefix(line, "OSLOGIN_EMULATOR="))
+	addr := strings.TrimSpace(strings.TrimPrefix(line, "export OSLOGIN_EMULATOR_HOST="))
 	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/computeMetadata/v1/project/project-id", nil)
 	req.Header.Set("Metadata-Flavor", "Google")
 	resp, err := http.DefaultClient.Do(req)
@@ -249,6 +249,9 @@ func TestAuthorizedKeysCommand(t *testing.T) {
 		{"flag", []string{"--metadata-host", srv.Host, "sa_" + sa.UniqueID}, noEnv, 0, key + "\n"},
 		{"environment", []string{"sa_" + sa.UniqueID}, env(map[string]string{"GCE_METADATA_HOST": srv.Host}), 0, key + "\n"},
 		{"flag wins", []string{"--metadata-host", srv.Host, "sa_" + sa.UniqueID}, env(map[string]string{"GCE_METADATA_HOST": "127.0.0.1:1"}), 0, key + "\n"},
+		{"emulator variable alone", []string{"sa_" + sa.UniqueID}, env(map[string]string{"OSLOGIN_EMULATOR_HOST": srv.Host}), 0, key + "\n"},
+		{"emulator variable wins over GCE_METADATA_HOST", []string{"sa_" + sa.UniqueID},
+			env(map[string]string{"OSLOGIN_EMULATOR_HOST": srv.Host, "GCE_METADATA_HOST": "127.0.0.1:1"}), 0, key + "\n"},
 		{"denied", []string{"--metadata-host", srv.Host, "denied_example_com"}, noEnv, 0, ""},
 		{"unknown", []string{"--metadata-host", srv.Host, "nobody"}, noEnv, 0, ""},
 		{"unreachable", []string{"--metadata-host", "127.0.0.1:1", "nobody"}, noEnv, 0, ""},
@@ -287,3 +290,14 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func noEnv(string) string { return "" }
+
+// TestVersion: both spellings print one line naming the program and a
+// version; the stamped value itself is checked on a release build in e2e.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"--log-level", "info", "--version"}} {
+		var o, e bytes.Buffer
+		if code := run(context.Background(), args, &o, &e, noEnv); code != exitOK || !strings.HasPrefix(o.String(), "oslogin-emulator ") || e.Len() != 0 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, o.String(), e.String())
+		}
+	}
+}

@@ -16,7 +16,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
+	"github.com/oslogin-agent/oslogin-agent/internal/version"
 )
+
+// emulatorHostEnv is the variable that points oslogin-agent and the helpers
+// at the emulator (oslogin.EmulatorHostEnv; not imported, so that the
+// emulator does not depend on the agent's client code).
+const emulatorHostEnv = "OSLOGIN_EMULATOR_HOST"
 
 // Exit statuses.
 const (
@@ -28,6 +34,10 @@ const (
 // run is main without process globals, so tests can drive it in-process or
 // through a re-executed test binary.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 1 && args[0] == "--version" {
+		fmt.Fprintln(stdout, version.Line("oslogin-emulator"))
+		return exitOK
+	}
 	if len(args) > 0 {
 		switch args[0] {
 		case "authorized-keys":
@@ -47,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 func runAuthorizedKeys(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	fs := pflag.NewFlagSet("oslogin-emulator authorized-keys", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	host := fs.String("metadata-host", "", "metadata server host:port (default $GCE_METADATA_HOST)")
+	host := fs.String("metadata-host", "", "metadata server host:port (default $"+emulatorHostEnv+", else $GCE_METADATA_HOST)")
 	inst := fs.String("instance", "", "the VM this sshd plays, by `NAME`, id or ZONE/NAME (default: the emulator's default instance)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: oslogin-emulator authorized-keys [--metadata-host HOST:PORT] [--instance NAME] USER")
@@ -62,10 +72,14 @@ func runAuthorizedKeys(ctx context.Context, args []string, stdout, stderr io.Wri
 		return exitFailure
 	}
 	if *host == "" {
+		*host = getenv(emulatorHostEnv)
+	}
+	if *host == "" {
 		*host = getenv("GCE_METADATA_HOST")
 	}
 	if *host == "" {
-		fmt.Fprintln(stderr, "oslogin-emulator authorized-keys: no metadata host: pass --metadata-host or set GCE_METADATA_HOST")
+		fmt.Fprintln(stderr, "oslogin-emulator authorized-keys: no emulator to ask: set "+emulatorHostEnv+
+			" to the address oslogin-emulator printed, or pass --metadata-host HOST:PORT")
 		return exitFailure
 	}
 	keys, err := emulator.AuthorizedKeys(ctx, emulator.AuthorizedKeysOptions{MetadataHost: *host, Instance: *inst}, fs.Arg(0))
@@ -97,7 +111,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := pflag.NewFlagSet("oslogin-emulator", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f serveFlags
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:0", "address to listen on; the bound address is printed as OSLOGIN_EMULATOR=host:port")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:0", "address to listen on; the bound address is printed as export "+emulatorHostEnv+"=host:port")
 	fs.BoolVar(&f.allowNonLoopback, "allow-non-loopback", false, "permit a --listen address outside loopback (the admin API still answers loopback only)")
 	fs.StringVar(&f.configPath, "config", "", "JSON configuration file (see emulator.ParseConfig)")
 	fs.StringVar(&f.project, "project", "", "project id (default "+emulator.DefaultProjectID+")")
@@ -118,8 +132,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.keyFile, "write-key-file", "", "write a service-account JSON key file to `PATH` once listening")
 	fs.StringVar(&f.keyAccount, "account", "", "service account for --write-key-file (default: the attached one)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "debug, info, warn or error; debug logs every request")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: oslogin-emulator [flags]\n       oslogin-emulator authorized-keys [--metadata-host HOST:PORT] [--instance NAME] USER\n       oslogin-emulator authorized-principals [--metadata-host HOST:PORT] [--instance NAME] USER CERT_BASE64\n       oslogin-emulator trusted-ca [--metadata-host HOST:PORT] [--instance NAME]\n\nServes the OS Login API, the read side of the Compute Engine API, the GCE\nmetadata server and the VM side of OS Login on loopback and prints OSLOGIN_EMULATOR=host:port once listening.\n\n")
+		fmt.Fprint(stderr, "usage: oslogin-emulator [flags]\n       oslogin-emulator authorized-keys [--metadata-host HOST:PORT] [--instance NAME] USER\n       oslogin-emulator authorized-principals [--metadata-host HOST:PORT] [--instance NAME] USER CERT_BASE64\n       oslogin-emulator trusted-ca [--metadata-host HOST:PORT] [--instance NAME]\n\n"+
+			"Serves the OS Login API, the read side of the Compute Engine API, the GCE\nmetadata server and the VM side of OS Login on loopback and prints\n"+
+			"export "+emulatorHostEnv+"=host:port once listening: set that\nvariable for oslogin-agent and the helpers to use the emulator.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -132,6 +149,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "oslogin-emulator: unexpected arguments %q\n", fs.Args())
 		return exitUsage
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Line("oslogin-emulator"))
+		return exitOK
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
@@ -297,7 +318,7 @@ func serve(ctx context.Context, f serveFlags, emu *emulator.Emulator, logger *sl
 	srv := &http.Server{Handler: emu.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	if _, err := fmt.Fprintf(stdout, "OSLOGIN_EMULATOR=%s\n", addr); err != nil {
+	if _, err := fmt.Fprintf(stdout, "export %s=%s\n", emulatorHostEnv, addr); err != nil {
 		logger.Warn("cannot print the address", "err", err)
 	}
 	logger.Info("serving", "addr", addr, "project", emu.Config().ProjectID)

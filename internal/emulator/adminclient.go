@@ -20,7 +20,7 @@ type AdminClient struct {
 }
 
 // NewAdminClient returns a client for the emulator at baseURL, or at
-// host:port as printed by the binary (OSLOGIN_EMULATOR=host:port).
+// host:port as printed by the binary (export OSLOGIN_EMULATOR_HOST=host:port).
 func NewAdminClient(baseURL string) *AdminClient {
 	if !strings.Contains(baseURL, "://") {
 		baseURL = "http://" + baseURL

@@ -13,13 +13,14 @@ import (
 
 // Isolate points GCE_METADATA_HOST at a closed loopback port (tests that
 // use the emulator point it there themselves), unsets
-// GOOGLE_APPLICATION_CREDENTIALS, and gives the process an empty HOME, where
+// GOOGLE_APPLICATION_CREDENTIALS and OSLOGIN_EMULATOR_HOST, and gives the process an empty HOME, where
 // x/oauth2 would otherwise find gcloud's application default credentials.
 // The Go toolchain's caches and settings keep their places, so tests that
 // run `go build` reuse them. The returned function removes the new HOME.
 func Isolate() (cleanup func(), err error) {
 	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
 	os.Unsetenv("GOOGLE_APPLICATION_CREDENTIALS")
+	os.Unsetenv("OSLOGIN_EMULATOR_HOST") // a developer's emulator is not the test's
 
 	oldHome, _ := os.UserHomeDir()
 	cacheDir, _ := os.UserCacheDir()
