@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"testing"
@@ -199,5 +200,32 @@ func TestDeadline(t *testing.T) {
 	c.Write([]byte("ok"))
 	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
 		t.Fatalf("Read after clearing the deadline: %v", err)
+	}
+}
+
+// TestCloseEndsRelaySession: a client's normal close ends the session at
+// the relay at once (its backend connection closed, its sid dead) instead
+// of being taken for a network drop kept open for the grace period.
+func TestCloseEndsRelaySession(t *testing.T) {
+	e := newEnv(t, iaprelay.Options{})
+	backendClosed := make(chan struct{})
+	port := listen(t, func(c net.Conn) {
+		io.Copy(io.Discard, c)
+		close(backendClosed)
+	})
+	c := dial(t, e, port)
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-backendClosed:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("backend still open 5 s after a normal close; relay stats %+v", e.relay.Stats())
+	}
+	if open := e.relay.Stats().SessionsOpen; open != 0 {
+		t.Errorf("%d sessions open after a normal close", open)
 	}
 }

@@ -194,6 +194,12 @@ func (l *link) read() {
 	for {
 		typ, msg, err := l.ws.Read(l.ctx)
 		if err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusNormalClosure && !l.stopped() {
+				// The client ended the session on purpose: unlike a drop,
+				// nothing will resume it, so the backend is closed now
+				// rather than held for the grace period.
+				s.finish(CloseNormal)
+			}
 			l.end(0, true)
 			return
 		}

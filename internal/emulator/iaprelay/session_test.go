@@ -249,7 +249,7 @@ func TestTransferSurvivesDrops(t *testing.T) {
 		{"after bytes up", iaprelay.Fault{Drop: true, Direction: iaprelay.DirUp, AfterBytes: 3 << 20, Times: 3}, 3},
 		{"after bytes down", iaprelay.Fault{Drop: true, Direction: iaprelay.DirDown, AfterBytes: 3<<20 + 777, Times: 3}, 3},
 		{"after bytes either", iaprelay.Fault{Drop: true, AfterBytes: 5 << 20, Times: 4}, 4},
-		{"random", iaprelay.Fault{Drop: true, Rate: 0.003, Times: 5}, 5},
+		{"random", iaprelay.Fault{Drop: true, Rate: 0.005, Times: 5}, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,8 +268,15 @@ func TestTransferSurvivesDrops(t *testing.T) {
 			defer c.Close()
 			transfer(t, c, size, sink)
 			st := e.relay.Stats()
-			if st.Drops != tt.wantDrops || c.Reconnects() != tt.wantDrops || st.Reconnects != tt.wantDrops {
-				t.Errorf("drops %d, client reconnects %d, relay reconnects %d; want %d", st.Drops, c.Reconnects(), st.Reconnects, tt.wantDrops)
+			// Random drops fire per frame with a rate, so a run may end
+			// before all of them fired; at least one must, and every drop
+			// must have been resumed.
+			lo := tt.wantDrops
+			if tt.fault.Rate > 0 {
+				lo = 1
+			}
+			if st.Drops < lo || st.Drops > tt.wantDrops || c.Reconnects() != st.Drops || st.Reconnects != st.Drops {
+				t.Errorf("drops %d, client reconnects %d, relay reconnects %d; want %d..%d, each resumed", st.Drops, c.Reconnects(), st.Reconnects, lo, tt.wantDrops)
 			}
 			if st.BytesUp != size || st.BytesDown != size {
 				t.Errorf("bytes up %d down %d, want %d each", st.BytesUp, st.BytesDown, size)
