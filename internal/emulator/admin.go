@@ -172,6 +172,7 @@ func (e *Emulator) adminRoutes() http.Handler {
 		_, _ = w.Write(b) // a vanished client cannot be told anything
 	})
 	e.instanceAdminRoutes(mux)
+	e.relayAdminRoutes(mux)
 	mux.HandleFunc("GET /emulator/v1/groups", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, nonNil(e.Groups()))
 	})

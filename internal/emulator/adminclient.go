@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator/iaprelay"
 )
 
 // AdminClient drives the admin API of an emulator running elsewhere (another
@@ -247,4 +249,20 @@ func (c *AdminClient) DeleteGroup(ctx context.Context, name string) error {
 func (c *AdminClient) SetGroupMembers(ctx context.Context, name string, emails []string) (Group, error) {
 	var out Group
 	return out, c.do(ctx, http.MethodPut, groupPath(name)+"/members", groupMembersJSON{Members: nonNil(emails)}, &out)
+}
+
+// RelayStats returns the IAP relay's counters.
+func (c *AdminClient) RelayStats(ctx context.Context) (iaprelay.Stats, error) {
+	var s iaprelay.Stats
+	return s, c.do(ctx, http.MethodGet, "relay/stats", nil, &s)
+}
+
+// SetRelayFault installs a relay fault.
+func (c *AdminClient) SetRelayFault(ctx context.Context, f iaprelay.Fault) error {
+	return c.do(ctx, http.MethodPost, "relay/faults", f, nil)
+}
+
+// ClearRelayFaults removes every relay fault.
+func (c *AdminClient) ClearRelayFaults(ctx context.Context) error {
+	return c.do(ctx, http.MethodDelete, "relay/faults", nil, nil)
 }

@@ -27,6 +27,10 @@
 //	                        incl. oslogin/users, oslogin/groups, oslogin/authorize
 //	                        (fingerprint= for certificates), oslogin/certificates
 //	                        and guest attributes
+//	/v4/connect, /v4/reconnect
+//	                        IAP TCP forwarding relay, protocol v4 (package iaprelay):
+//	                        tunnels to an instance's nic0 address on loopback for
+//	                        accounts with the IAP tunnel role
 //	/emulator/v1/...        admin API (no auth, loopback callers only)
 //
 // Time comes from an injectable [Clock] plus an offset that [Emulator.Advance]

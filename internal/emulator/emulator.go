@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator/iaprelay"
 )
 
 // Options configure New.
@@ -33,6 +35,7 @@ type Emulator struct {
 
 	closeOnce sync.Once
 	closed    chan struct{} // releases stalled and delayed requests
+	relay     *iaprelay.Relay
 
 	mu          sync.Mutex
 	offset      time.Duration
@@ -92,6 +95,7 @@ func New(opts Options) (*Emulator, error) {
 	e.cfg.Instances, e.cfg.ProjectMetadata = nil, nil
 	e.groups = cfg.Groups // validated by normalize, against the same accounts
 	e.cfg.Groups = nil
+	e.relay = iaprelay.New(iaprelay.Options{Backend: relayBackend{e}, Logger: e.log, Rand: e.rand, Now: e.Now})
 	e.handler = e.routes()
 	return e, nil
 }
@@ -110,10 +114,16 @@ func (e *Emulator) Config() Config {
 	return c
 }
 
-// Close releases requests held by stall and latency faults so that a server
-// can shut down promptly. The emulator keeps serving other requests.
+// Close releases requests held by stall and latency faults and ends the IAP
+// relay's tunnels so that a server can shut down promptly. The emulator
+// keeps serving other requests; new tunnels are refused.
 func (e *Emulator) Close() {
-	e.closeOnce.Do(func() { close(e.closed) })
+	e.closeOnce.Do(func() {
+		close(e.closed)
+		// Tunnels are hijacked connections a server's Shutdown does not
+		// wait for; the relay ends them and their backend connections.
+		e.relay.Close()
+	})
 }
 
 // Handler serves all faces of the emulator; see the package documentation.
@@ -126,6 +136,7 @@ func (e *Emulator) routes() http.Handler {
 	mux.HandleFunc("/tokeninfo", e.serveTokenInfo)
 	mux.HandleFunc("/v1/projects/-/serviceAccounts/", e.serveGenerateAccessToken)
 	mux.HandleFunc("/computeMetadata/", e.serveMetadata)
+	mux.Handle("/v4/", e.relay)
 	mux.HandleFunc(computePrefix, e.serveCompute)
 	mux.HandleFunc("/{$}", e.serveMetadataRoot)
 	mux.Handle("/emulator/v1/", loopbackOnly(e.adminRoutes()))

@@ -23,6 +23,7 @@ type link struct {
 	code     CloseCode // close code, set by end before stop closes
 	path     string    // "connect" or "reconnect", for fault selectors
 	expiry   *time.Timer
+	expires  time.Time // the token's expiry by Options.Now; zero: never
 
 	sentPos    uint64       // absolute position written to ws; guarded by s.mu
 	up, down   atomic.Int64 // DATA payload bytes each way on this link, for faults
@@ -206,6 +207,12 @@ func (l *link) read() {
 		if l.stopped() {
 			continue
 		}
+		if !l.expires.IsZero() && !l.s.r.opts.Now().Before(l.expires) {
+			// The timer measures real time; a clock that jumps (the
+			// emulator's, moved by a test) is caught on the next frame.
+			l.end(CloseReauthenticationRequired, false)
+			continue
+		}
 		if typ != websocket.MessageBinary {
 			l.end(CloseInvalidWebsocketOpcode, false)
 			continue
@@ -253,6 +260,7 @@ func (l *link) read() {
 // run serves the link until its WebSocket ends, then detaches it. The
 // token's expiry closes it with 4004 so the client resumes with a fresh one.
 func (l *link) run(expiry time.Time) {
+	l.expires = expiry
 	if !expiry.IsZero() {
 		l.expiry = time.AfterFunc(expiry.Sub(l.s.r.opts.Now()), func() {
 			l.end(CloseReauthenticationRequired, false)
