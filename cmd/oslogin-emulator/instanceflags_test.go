@@ -43,7 +43,7 @@ func startInProcess(t *testing.T, args ...string) string {
 		t.Fatalf("no address line: %v; stderr %s", err, stderr.String())
 	}
 	go io.Copy(io.Discard, pr)
-	return strings.TrimSpace(strings.TrimPrefix(line, "OSLOGIN_EMULATOR="))
+	return strings.TrimSpace(strings.TrimPrefix(line, "export OSLOGIN_EMULATOR_HOST="))
 }
 
 // TestInstanceFlags defines a fleet on the command line and reads it back
