@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -53,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case cfg.foreground || cfg.debug:
 		return exitStatus(stderr, runForeground(cfg, stdout, stderr))
 	default:
-		return exitStatus(stderr, startDaemon(cfg, args, stdout))
+		return exitStatus(stderr, startDaemon(cfg, args, stdout, stderr))
 	}
 }
 
@@ -67,22 +66,4 @@ func exitStatus(stderr io.Writer, err error) int {
 		return 2
 	}
 	return 1
-}
-
-// newLogger builds the process logger and routes the standard library's
-// logger (x/crypto's agent server reports handler errors through it) into
-// the same place.
-func newLogger(cfg *config, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	if cfg.debug {
-		level = slog.LevelDebug
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(w, opts)
-	if cfg.logFormat == "json" {
-		h = slog.NewJSONHandler(w, opts)
-	}
-	l := slog.New(h)
-	slog.SetDefault(l)
-	return l
 }
