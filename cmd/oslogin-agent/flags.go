@@ -48,6 +48,7 @@ type config struct {
 	version     bool
 	help        bool
 	command     []string
+	activation  activation // the socket systemd passed, with -D
 }
 
 // usageError is a mistake on the command line: exit status 2.

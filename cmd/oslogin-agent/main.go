@@ -28,10 +28,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fd, ok := daemonReadyFD(); ok {
 		return runDaemonChild(args, fd)
 	}
+	act, actErr := takeActivation() // and unset LISTEN_*, whatever happens next
 	cfg, fs, err := parseFlags(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "oslogin-agent: %v (run 'oslogin-agent --help' for usage)\n", err)
 		return 2
+	}
+	if actErr != nil {
+		return exitStatus(stderr, actErr)
+	}
+	if act.fds > 0 {
+		switch {
+		case !(cfg.foreground || cfg.debug) || len(cfg.command) > 0:
+			return exitStatus(stderr, usagef("systemd passed a socket, which only -D or -d serves; add -D to ExecStart="))
+		case cfg.socket != "":
+			return exitStatus(stderr, usagef("-a cannot be used with a socket from systemd: the socket unit names the path"))
+		}
+		cfg.activation = act
 	}
 	if cfg.endpoints.LoopbackOnly() {
 		// Google's libraries (Application Default Credentials, the metadata
