@@ -166,5 +166,9 @@ oslogin-agent keeps an SSH key in memory, registers it with Google OS Login with
 expiry, renews and rotates it, deletes it on exit, and serves it to ssh through SSH_AUTH_SOCK.
 
 Flags:
-%s`, fs.FlagUsages())
+%s
+Environment:
+  OSLOGIN_EMULATOR_HOST=host:port      use oslogin-emulator for everything; nothing leaves loopback
+  GOOGLE_APPLICATION_CREDENTIALS=file  credentials, as for every Google client
+`, fs.FlagUsages())
 }
