@@ -121,10 +121,11 @@ func runDaemonChild(args []string, fd int) int {
 	defer stop()
 	s, err := startSession(ctx, cfg, log)
 	if err != nil {
+		warnings := startup.take() // the error itself is printed once, by the starting process
 		if logs.file != nil {
 			log.Error("start-up failed", "err", err)
 		}
-		tell(readiness{Error: err.Error(), Warnings: startup.take()})
+		tell(readiness{Error: err.Error(), Warnings: warnings})
 		return 1
 	}
 	tell(readiness{Socket: s.socket, PID: os.Getpid(), User: s.username, Warnings: startup.take()})
