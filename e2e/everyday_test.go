@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator/emulatortest"
 )
 
 // emulatorEnv is the environment with OSLOGIN_EMULATOR_HOST as the only
@@ -337,3 +340,29 @@ func TestSocketActivationRefusals(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestBackgroundStartFailure: when -s cannot start, the terminal gets one
+// line saying why, stdout nothing to eval, and OS Login no key.
+func TestBackgroundStartFailure(t *testing.T) {
+	cfg := emulator.DefaultConfig()
+	srv := emulatortest.Start(t, cfg)
+	srv.Emulator.SetFault(emulator.Fault{Methods: "write", Status: 403})
+	v := &vm{emu: srv, email: cfg.Accounts[0].Email}
+	env, _ := v.emulatorEnv(t)
+	cmd := exec.Command(bins.agent, "-s", "-a", filepath.Join(t.TempDir(), "a.sock"))
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1; stderr %q", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	if stdout.Len() != 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "oslogin-agent: ") || !strings.Contains(lines[0], "roles/compute.osLogin") {
+		t.Fatalf("stdout %q, stderr %q; want nothing to eval and one line naming the missing role", stdout.String(), stderr.String())
+	}
+	if n := len(srv.Emulator.Keys(v.email)); n != 0 {
+		t.Fatalf("%d keys registered", n)
+	}
+}
