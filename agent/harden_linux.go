@@ -9,7 +9,8 @@ import (
 )
 
 // Harden makes the process harder to read keys from. It never fails; what it
-// cannot do it logs at Warn.
+// cannot do it logs at Warn, except the usual case of an unprivileged user
+// with a limited memlock limit, logged at Info: every such run would warn.
 //
 //   - prctl(PR_SET_DUMPABLE, 0): no core dumps, and other processes of the
 //     same user cannot ptrace it or read /proc/<pid>/mem.
@@ -35,7 +36,7 @@ func Harden(logger *slog.Logger) {
 		return
 	}
 	if os.Geteuid() != 0 && memlock.Cur != unix.RLIM_INFINITY {
-		logger.Warn("memory not locked: RLIMIT_MEMLOCK is limited, and locking future allocations under a limit can crash the Go runtime; keys may reach swap (run with an unlimited memlock limit, e.g. LimitMEMLOCK=infinity, to lock memory)",
+		logger.Info("memory not locked: RLIMIT_MEMLOCK is limited, and locking future allocations under a limit can crash the Go runtime; keys may reach swap (run with an unlimited memlock limit, e.g. LimitMEMLOCK=infinity, to lock memory)",
 			"memlock_limit_bytes", memlock.Cur)
 		return
 	}

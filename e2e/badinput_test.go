@@ -47,6 +47,16 @@ func TestMoreBadInput(t *testing.T) {
 		{name: "OS Login rejects the token", fault: &emulator.Fault{Methods: emulator.FaultWrite, Status: 401}, status: 1, want: "credentials rejected"},
 		{name: "profile full of keys that never expire", config: func(c *emulator.Config) { c.ProfileLimit = len(permanentKey) + 40 },
 			seed: true, status: 1, want: "holds no expired keys"},
+		{name: "endpoint not a URL", args: []string{"--endpoint", "not-a-url"}, status: 2, want: `--endpoint "not-a-url" is not an http:// or https:// URL`},
+		{name: "endpoint with another scheme", args: []string{"--endpoint", "ftp://127.0.0.1/"}, status: 2, want: "is not an http:// or https:// URL"},
+		{name: "log level", args: []string{"--log-level", "chatty"}, status: 2, want: "want debug, info, warn or error"},
+		{name: "emulator variable not loopback", env: []string{"OSLOGIN_EMULATOR_HOST=192.0.2.1:8085"}, status: 2, want: "is not a loopback host:port"},
+		{name: "remote endpoint while the emulator is set", emuVar: true, args: []string{"--endpoint", "https://oslogin.googleapis.com/"},
+			status: 2, want: "is not on this machine, but OSLOGIN_EMULATOR_HOST is set"},
+		{name: "credentials naming Google while the emulator is set", emuVar: true, googleKey: true,
+			status: 1, want: "refused to connect beyond this machine"},
+		{name: "service-account key broken", env: []string{"GOOGLE_APPLICATION_CREDENTIALS=" + brokenKey(t, dir)},
+			status: 1, want: "is broken: its private_key is not PEM-encoded; nothing was sent to Google"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, tc.check)
@@ -63,8 +73,11 @@ type badInput struct {
 	config  func(*emulator.Config)
 	seed    bool // a permanent key is on the profile beforehand
 	fault   *emulator.Fault
-	status  int
-	want    string // in the last stderr line
+	// emuVar sets OSLOGIN_EMULATOR_HOST to the emulator; googleKey points
+	// GOOGLE_APPLICATION_CREDENTIALS at a key whose token_uri is Google's.
+	emuVar, googleKey bool
+	status            int
+	want              string // in the last stderr line
 }
 
 // check runs the agent with the case's input against a fresh emulator: the
@@ -94,7 +107,22 @@ func (tc badInput) check(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins.agent, args...)
-	cmd.Env = v.agentEnv(tc.env...)
+	env := tc.env
+	if tc.emuVar {
+		env = append(env, "OSLOGIN_EMULATOR_HOST="+srv.Host)
+	}
+	if tc.googleKey {
+		b, err := srv.Emulator.ServiceAccountKeyJSON(email, "https://oauth2.googleapis.com/token")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "key.json")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env = append(env, "GOOGLE_APPLICATION_CREDENTIALS="+path)
+	}
+	cmd.Env = v.agentEnv(env...)
 	if tc.asOther && os.Geteuid() == 0 {
 		// nobody needs a directory of its own for the socket.
 		if err := os.Chmod(filepath.Dir(sockDir), 0o755); err != nil {
@@ -116,6 +144,11 @@ func (tc badInput) check(t *testing.T) {
 	if !strings.HasPrefix(msg, "oslogin-agent: ") || !strings.Contains(msg, tc.want) {
 		t.Fatalf("last stderr line %q; want an oslogin-agent error mentioning %q", msg, tc.want)
 	}
+	for _, noise := range []string{"oslogin: ", "agent: ", "googleapi:", `Post "`, `Get "`, "alt=json"} {
+		if strings.Contains(strings.TrimPrefix(msg, "oslogin-agent: "), noise) {
+			t.Errorf("the message shows %q, a package prefix or raw URL: %s", noise, msg)
+		}
+	}
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket left behind: %v", err)
 	}
@@ -127,4 +160,14 @@ func (tc badInput) check(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// brokenKey writes a service-account key file whose private key is not one.
+func brokenKey(t *testing.T, dir string) string {
+	p := filepath.Join(dir, "broken-sa.json")
+	content := `{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com","private_` + `key":"garbage","token_uri":"http://127.0.0.1:1/token"}`
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -120,7 +120,7 @@ func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time
 		}
 		if n == 0 {
 			return "", fmt.Errorf("import key: the login profile of %s is full and holds no expired keys; "+
-				"delete keys that never expire (gcloud compute os-login ssh-keys list / remove): %w", c.account, err)
+				"delete keys that never expire (gcloud compute os-login ssh-keys list / remove): %w", c.account, readable(err))
 		}
 		c.log.Info("login profile was full; deleted expired keys and importing again", "deleted", n)
 		resp, err = c.importKey(ctx, authorizedKey, expiry)

@@ -156,6 +156,16 @@ func (e *reachError) Unwrap() error { return e.err }
 
 func (e apiError) Unwrap() error { return e.err }
 
+// readable wraps err so that it prints as describe says, and still
+// unwraps to the original.
+func readable(err error) error {
+	var gerr *googleapi.Error
+	if errors.As(err, &gerr) {
+		return apiError{gerr}
+	}
+	return plain(err)
+}
+
 // describe is err as a user reads it: Google's answer on one line, or the
 // host that could not be reached.
 func describe(err error) string {

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/syslog"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -25,6 +27,9 @@ type readiness struct {
 	PID    int    `json:"pid,omitempty"`
 	User   string `json:"user,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Warnings are the terminal lines logged during start-up, for the
+	// starting process to print: the background agent has no terminal.
+	Warnings string `json:"warnings,omitempty"`
 }
 
 func daemonReadyFD() (int, bool) {
@@ -41,7 +46,7 @@ func daemonReadyFD() (int, bool) {
 // key is registered and its socket answers, printing the shell variables.
 // Go cannot fork, so the agent re-executes itself in a new session and
 // reports back through a pipe.
-func startDaemon(cfg *config, args []string, stdout io.Writer) error {
+func startDaemon(cfg *config, args []string, stdout, stderr io.Writer) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
@@ -79,6 +84,7 @@ func startDaemon(cfg *config, args []string, stdout io.Writer) error {
 		}
 		return errors.New("the background agent exited during start-up (run with -D to see why)")
 	}
+	io.WriteString(stderr, msg.Warnings)
 	if msg.Error != "" {
 		return errors.New(msg.Error)
 	}
@@ -102,25 +108,60 @@ func runDaemonChild(args []string, fd int) int {
 		tell(readiness{Error: err.Error()})
 		return 2
 	}
-	w, closeLog, err := logWriter(cfg, io.Discard)
+	startup := &startupWarnings{}
+	warnTo := &switchWriter{w: startup}
+	logs, err := openLogs(cfg, modeBackground, warnTo, startup)
 	if err != nil {
 		tell(readiness{Error: err.Error()})
 		return 1
 	}
-	defer closeLog()
-	log := newLogger(cfg, w)
+	defer logs.close()
+	log := logs.log
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
 	s, err := startSession(ctx, cfg, log)
 	if err != nil {
-		log.Error("start-up failed", "err", err)
-		tell(readiness{Error: err.Error()})
+		warnings := startup.take() // the error itself is printed once, by the starting process
+		if logs.file != nil {
+			log.Error("start-up failed", "err", err)
+		}
+		tell(readiness{Error: err.Error(), Warnings: warnings})
 		return 1
 	}
-	tell(readiness{Socket: s.socket, PID: os.Getpid(), User: s.username})
+	tell(readiness{Socket: s.socket, PID: os.Getpid(), User: s.username, Warnings: startup.take()})
+	// From now on nobody reads the terminal: a log file that fails is
+	// reported to syslog, where there is one.
+	warnTo.set(syslogWriter())
 	<-ctx.Done()
 	if err := s.stop(); err != nil {
 		return 1
 	}
 	return 0
+}
+
+// switchWriter is a writer whose destination changes once.
+type switchWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *switchWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.w = w
+}
+
+// syslogWriter is the local syslog (journald takes it too), or nothing.
+func syslogWriter() io.Writer {
+	w, err := syslog.New(syslog.LOG_WARNING|syslog.LOG_USER, "oslogin-agent")
+	if err != nil {
+		return io.Discard
+	}
+	return w
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -41,11 +42,13 @@ type config struct {
 	endpoints   oslogin.Endpoints // from --endpoint, --tokeninfo-url and OSLOGIN_EMULATOR_HOST
 	regions     []string
 	logFormat   string
+	logLevel    string
 	logFile     string
 	startTime   time.Duration
 	version     bool
 	help        bool
 	command     []string
+	activation  activation // the socket systemd passed, with -D
 }
 
 // usageError is a mistake on the command line: exit status 2.
@@ -75,7 +78,8 @@ func newFlagSet(cfg *config, keyType *string) *pflag.FlagSet {
 	fs.StringVar(&cfg.tokenInfo, "tokeninfo-url", "", "token info `URL` asked for the e-mail of user credentials (default: Google's)")
 	fs.StringSliceVar(&cfg.regions, "regions", nil, "wait for new keys to reach these `regions` before using them")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&cfg.logFile, "log-file", "", "append logs to this `file` (default: stderr; discarded when the agent goes to the background)")
+	fs.StringVar(&cfg.logLevel, "log-level", "", "debug, info, warn or error (default: info in the log; the terminal of a command or -s shows warnings and errors only)")
+	fs.StringVar(&cfg.logFile, "log-file", "", "append logs, with one audit record per signature, to this `file` (default: stderr with -D; none in command and background modes)")
 	fs.DurationVar(&cfg.startTime, "start-timeout", time.Minute, "give up if the first key is not registered within this time")
 	fs.BoolVar(&cfg.version, "version", false, "print the version and exit")
 	fs.BoolVarP(&cfg.help, "help", "h", false, "show this help")
@@ -145,6 +149,8 @@ func (c *config) check() error {
 		return usagef("--start-timeout must be positive")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return usagef("--log-format %q: want text or json", c.logFormat)
+	case c.logLevel != "" && new(slog.Level).UnmarshalText([]byte(c.logLevel)) != nil:
+		return usagef("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
 	return nil
 }
@@ -160,5 +166,9 @@ oslogin-agent keeps an SSH key in memory, registers it with Google OS Login with
 expiry, renews and rotates it, deletes it on exit, and serves it to ssh through SSH_AUTH_SOCK.
 
 Flags:
-%s`, fs.FlagUsages())
+%s
+Environment:
+  OSLOGIN_EMULATOR_HOST=host:port      use oslogin-emulator for everything; nothing leaves loopback
+  GOOGLE_APPLICATION_CREDENTIALS=file  credentials, as for every Google client
+`, fs.FlagUsages())
 }

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -32,10 +31,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if code, ok := runSubcommand(args, stdout, stderr); ok {
 		return code
 	}
+	act, actErr := takeActivation() // and unset LISTEN_*, whatever happens next
 	cfg, fs, err := parseFlags(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "oslogin-agent: %v (run 'oslogin-agent --help' for usage)\n", err)
 		return 2
+	}
+	if actErr != nil {
+		return exitStatus(stderr, actErr)
+	}
+	if act.fds > 0 {
+		switch {
+		case !(cfg.foreground || cfg.debug) || len(cfg.command) > 0:
+			return exitStatus(stderr, usagef("systemd passed a socket, which only -D or -d serves; add -D to ExecStart="))
+		case cfg.socket != "":
+			return exitStatus(stderr, usagef("-a cannot be used with a socket from systemd: the socket unit names the path"))
+		}
+		cfg.activation = act
 	}
 	if cfg.endpoints.LoopbackOnly() {
 		// Google's libraries (Application Default Credentials, the metadata
@@ -56,7 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case cfg.foreground || cfg.debug:
 		return exitStatus(stderr, runForeground(cfg, stdout, stderr))
 	default:
-		return exitStatus(stderr, startDaemon(cfg, args, stdout))
+		return exitStatus(stderr, startDaemon(cfg, args, stdout, stderr))
 	}
 }
 
@@ -70,22 +82,4 @@ func exitStatus(stderr io.Writer, err error) int {
 		return 2
 	}
 	return 1
-}
-
-// newLogger builds the process logger and routes the standard library's
-// logger (x/crypto's agent server reports handler errors through it) into
-// the same place.
-func newLogger(cfg *config, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	if cfg.debug {
-		level = slog.LevelDebug
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(w, opts)
-	if cfg.logFormat == "json" {
-		h = slog.NewJSONHandler(w, opts)
-	}
-	l := slog.New(h)
-	slog.SetDefault(l)
-	return l
 }

@@ -21,12 +21,12 @@ var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 
 // runForeground serves until a stop signal (-D and -d).
 func runForeground(cfg *config, stdout, stderr io.Writer) error {
-	w, closeLog, err := logWriter(cfg, stderr)
+	logs, err := openLogs(cfg, modeForeground, stderr, nil)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	log := newLogger(cfg, w)
+	defer logs.close()
+	log := logs.log
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
 	defer stop()
 	s, err := startSession(ctx, cfg, log)
@@ -41,12 +41,12 @@ func runForeground(cfg *config, stdout, stderr io.Writer) error {
 // runCommand runs one command with the agent and returns its exit status,
 // after the agent has deleted its keys.
 func runCommand(cfg *config, stderr io.Writer) int {
-	w, closeLog, err := logWriter(cfg, stderr)
+	logs, err := openLogs(cfg, modeCommand, stderr, nil)
 	if err != nil {
 		return exitStatus(stderr, err)
 	}
-	defer closeLog()
-	log := newLogger(cfg, w)
+	defer logs.close()
+	log := logs.log
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, stopSignals...)
 	defer signal.Stop(sigs)
@@ -134,18 +134,6 @@ func withEnv(env []string, set map[string]string) []string {
 		out = append(out, k+"="+v)
 	}
 	return out
-}
-
-// logWriter opens --log-file, or returns def.
-func logWriter(cfg *config, def io.Writer) (io.Writer, func(), error) {
-	if cfg.logFile == "" {
-		return def, func() {}, nil
-	}
-	f, err := os.OpenFile(cfg.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open --log-file: %w", err)
-	}
-	return f, func() { f.Close() }, nil
 }
 
 // shellLines are the variable assignments eval'ed by the caller's shell.
