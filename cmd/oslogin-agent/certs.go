@@ -173,6 +173,14 @@ func certOptions(cfg *config, id *oslogin.Identity, client *oslogin.Client, log 
 	if cfg.certMode == agent.CertNever {
 		return agent.CertOptions{Mode: agent.CertNever}, nil
 	}
+	if cfg.endpoints.OSLogin != oslogin.DefaultOSLoginURL && cfg.endpoints.Compute == oslogin.DefaultComputeURL {
+		// --endpoint moved OS Login elsewhere (a test or a private
+		// endpoint) but the Compute API is still Google's: mixing the two
+		// would send this agent's token to a service it was not meant for.
+		log.Info("certificates off: --endpoint points OS Login away from Google while the Compute API is still Google's; " +
+			"set OSLOGIN_EMULATOR_HOST to move both")
+		return agent.CertOptions{Mode: agent.CertNever}, nil
+	}
 	scopes := cfg.certScopes
 	if len(scopes) == 0 {
 		scopes = []certScope{{project: id.Project}}
