@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -34,6 +35,10 @@ type conn struct {
 	peer  peerCred
 	log   *slog.Logger
 	binds []sessionBind
+	// listed is the certificate the last List offered, if any. OpenSSH
+	// names the plain key, not the certificate, in its sign requests, so
+	// this is how a signature record learns which certificate it serves.
+	listed *heldCert
 }
 
 var _ sshagent.ExtendedAgent = (*conn)(nil)
@@ -52,8 +57,9 @@ func (c *conn) List() ([]*sshagent.Key, error) {
 	user := c.a.Username()
 	offers := c.a.offered(c.a.now())
 	keys := make([]*sshagent.Key, 0, len(offers)+1)
-	if hc := c.certIdentity(); hc != nil {
-		keys = append(keys, certKey(hc)) // first: on a certificate-only VM it is the one that works
+	c.listed = c.certIdentity()
+	if c.listed != nil {
+		keys = append(keys, certKey(c.listed)) // first: on a certificate-only VM it is the one that works
 	}
 	for _, o := range offers {
 		keys = append(keys, &sshagent.Key{
@@ -82,6 +88,8 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.Sign
 	sig, algorithm, hc, err := c.sign(key, data, flags)
 	if hc != nil {
 		fp = ssh.FingerprintSHA256(hc.cert.Key) // the key that signs; the certificate is logged below
+	} else if c.listed != nil && bytes.Equal(key.Marshal(), c.listed.keyBlob) {
+		hc = c.listed
 	}
 	attrs := []slog.Attr{
 		slog.String("fingerprint", fp),
