@@ -38,7 +38,10 @@ func TestCertificateSetupTime(t *testing.T) {
 			}
 		}
 	}
-	med := func(d []time.Duration) time.Duration { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }); return d[len(d)/2] }
+	med := func(d []time.Duration) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
 	mc, mk := med(cert), med(key)
 	t.Logf("median set-up over %d connections: certificate (cached) %v, imported key %v, ratio %.3f; signing calls %d",
 		n, mc, mk, float64(mc)/float64(mk), v.emu.Emulator.Calls()[signMethod])
