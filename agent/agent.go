@@ -89,6 +89,9 @@ type Options struct {
 	// used when the Registrar fails during renewal, rotation, revocation
 	// and Close. Zero means min(1s, TTL/10) and min(30s, TTL/4).
 	RetryMin, RetryMax time.Duration
+	// Certificates, when enabled, add an OS Login certificate for the
+	// destination of each connection (see identities.go).
+	Certificates CertOptions
 }
 
 // KeyInfo describes one of the agent's keys.
@@ -137,6 +140,9 @@ type Agent struct {
 	lease leaseState
 
 	lock lockState
+
+	// certs holds certificates per destination; nil when they are off.
+	certs *certStore
 
 	// signers admits at most GOMAXPROCS signatures at once; see conn.sign.
 	signers chan struct{}
@@ -214,6 +220,12 @@ func New(opts Options) (*Agent, error) {
 	}
 	if a.now == nil {
 		a.now = time.Now
+	}
+	if err := opts.Certificates.check(); err != nil {
+		return nil, err
+	}
+	if opts.Certificates.enabled() {
+		a.certs = newCertStore(opts.Certificates, a.log, a.now)
 	}
 	a.lease.init(a.retryMin, a.retryMax)
 	return a, nil

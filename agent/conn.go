@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -34,6 +35,10 @@ type conn struct {
 	peer  peerCred
 	log   *slog.Logger
 	binds []sessionBind
+	// listed is the certificate the last List offered, if any. OpenSSH
+	// names the plain key, not the certificate, in its sign requests, so
+	// this is how a signature record learns which certificate it serves.
+	listed *heldCert
 }
 
 var _ sshagent.ExtendedAgent = (*conn)(nil)
@@ -51,7 +56,11 @@ func (c *conn) List() ([]*sshagent.Key, error) {
 	}
 	user := c.a.Username()
 	offers := c.a.offered(c.a.now())
-	keys := make([]*sshagent.Key, 0, len(offers))
+	keys := make([]*sshagent.Key, 0, len(offers)+1)
+	c.listed = c.certIdentity()
+	if c.listed != nil {
+		keys = append(keys, certKey(c.listed)) // first: on a certificate-only VM it is the one that works
+	}
 	for _, o := range offers {
 		keys = append(keys, &sshagent.Key{
 			Format:  o.key.PublicKey().Type(),
@@ -76,10 +85,21 @@ func (c *conn) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlags) (*ssh.Signature, error) {
 	start := time.Now()
 	fp := ssh.FingerprintSHA256(key)
-	sig, algorithm, err := c.sign(key, data, flags)
+	sig, algorithm, hc, err := c.sign(key, data, flags)
+	if hc != nil {
+		fp = ssh.FingerprintSHA256(hc.cert.Key) // the key that signs; the certificate is logged below
+	} else if c.listed != nil && bytes.Equal(key.Marshal(), c.listed.keyBlob) {
+		hc = c.listed
+	}
 	attrs := []slog.Attr{
 		slog.String("fingerprint", fp),
 		slog.String("key_type", key.Type()),
+	}
+	if hc != nil {
+		attrs = append(attrs, slog.Group("certificate",
+			slog.String("instance", hc.target.Name), slog.String("instance_id", hc.target.ID),
+			slog.Uint64("serial", hc.cert.Serial), slog.String("key_id", hc.cert.KeyId),
+			slog.String("valid_before", hc.validBefore.UTC().Format(time.RFC3339))))
 	}
 	if algorithm != "" {
 		attrs = append(attrs, slog.String("algorithm", algorithm))
@@ -101,13 +121,18 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.Sign
 	return sig, err
 }
 
-func (c *conn) sign(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlags) (*ssh.Signature, string, error) {
+func (c *conn) sign(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlags) (*ssh.Signature, string, *heldCert, error) {
 	if c.a.lock.isLocked() {
-		return nil, "", errLocked
+		return nil, "", nil, errLocked
+	}
+	// A request naming a held certificate is signed by the certified key.
+	key, hc, err := c.resolveCert(key)
+	if err != nil {
+		return nil, "", nil, err
 	}
 	o, ok := c.a.lookup(key.Marshal(), c.a.now())
 	if !ok {
-		return nil, "", fmt.Errorf("key %s is not offered by this agent", ssh.FingerprintSHA256(key))
+		return nil, "", hc, fmt.Errorf("key %s is not offered by this agent", ssh.FingerprintSHA256(key))
 	}
 	algorithm := o.key.PublicKey().Type()
 	if algorithm == ssh.KeyAlgoRSA {
@@ -128,9 +153,9 @@ func (c *conn) sign(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlag
 	<-c.a.signers
 	if err != nil {
 		// The key may have been retired and destroyed since lookup.
-		return nil, algorithm, fmt.Errorf("sign: %w", err)
+		return nil, algorithm, hc, fmt.Errorf("sign: %w", err)
 	}
-	return sig, algorithm, nil
+	return sig, algorithm, hc, nil
 }
 
 // Add refuses SSH_AGENTC_ADD_IDENTITY and its constrained form: the

@@ -49,6 +49,8 @@ type config struct {
 	help        bool
 	command     []string
 	activation  activation // the socket systemd passed, with -D
+	certMode    agent.CertMode
+	certScopes  []certScope
 }
 
 // usageError is a mistake on the command line: exit status 2.
@@ -58,7 +60,13 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-func newFlagSet(cfg *config, keyType *string) *pflag.FlagSet {
+// certFlags are the raw --certificates and --certificates-for values.
+type certFlags struct {
+	mode  string
+	scope []string
+}
+
+func newFlagSet(cfg *config, keyType *string, cf *certFlags) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("oslogin-agent", pflag.ContinueOnError)
 	fs.SetInterspersed(false) // everything after the first non-flag is the command
 	fs.SortFlags = false
@@ -80,6 +88,8 @@ func newFlagSet(cfg *config, keyType *string) *pflag.FlagSet {
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.logLevel, "log-level", "", "debug, info, warn or error (default: info in the log; the terminal of a command or -s shows warnings and errors only)")
 	fs.StringVar(&cfg.logFile, "log-file", "", "append logs, with one audit record per signature, to this `file` (default: stderr with -D; none in command and background modes)")
+	fs.StringVar(&cf.mode, "certificates", "auto", "OS Login certificates: auto (where a VM requires them), always, or never (imported keys only)")
+	fs.StringSliceVar(&cf.scope, "certificates-for", nil, "VMs whose published host keys select a certificate: project `IDs` or NAME.ZONE.PROJECT (default: the agent's project)")
 	fs.DurationVar(&cfg.startTime, "start-timeout", time.Minute, "give up if the first key is not registered within this time")
 	fs.BoolVar(&cfg.version, "version", false, "print the version and exit")
 	fs.BoolVarP(&cfg.help, "help", "h", false, "show this help")
@@ -91,7 +101,8 @@ func newFlagSet(cfg *config, keyType *string) *pflag.FlagSet {
 func parseFlags(args []string) (*config, *pflag.FlagSet, error) {
 	cfg := &config{}
 	var keyType string
-	fs := newFlagSet(cfg, &keyType)
+	var cf certFlags
+	fs := newFlagSet(cfg, &keyType, &cf)
 	fs.SetOutput(io.Discard) // errors are reported once, by main
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -109,6 +120,12 @@ func parseFlags(args []string) (*config, *pflag.FlagSet, error) {
 		return nil, fs, usagef("--key-type: %v", err)
 	}
 	cfg.keyType = kt
+	if cfg.certMode, err = parseCertMode(cf.mode); err != nil {
+		return nil, fs, usagef("%v", err)
+	}
+	if cfg.certScopes, err = parseCertScopes(cf.scope); err != nil {
+		return nil, fs, usagef("%v", err)
+	}
 	if !fs.Changed("propagation") {
 		// Unset: the agent takes 30s, or less when the TTL is too short for it.
 		cfg.propagation = min(cfg.propagation, agent.MaxPropagation(cfg.ttl))

@@ -58,15 +58,20 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 	if err != nil {
 		return nil, err
 	}
+	certs, err := certOptions(cfg, id, client, log)
+	if err != nil {
+		return nil, err
+	}
 	host, _ := os.Hostname()
 	a, err := agent.New(agent.Options{
-		Registrar:   client,
-		KeyType:     cfg.keyType,
-		TTL:         cfg.ttl,
-		Rotate:      cfg.rotate,
-		Propagation: cfg.propagation,
-		Comment:     "oslogin-agent@" + host,
-		Logger:      log,
+		Certificates: certs,
+		Registrar:    client,
+		KeyType:      cfg.keyType,
+		TTL:          cfg.ttl,
+		Rotate:       cfg.rotate,
+		Propagation:  cfg.propagation,
+		Comment:      "oslogin-agent@" + host,
+		Logger:       log,
 	})
 	if err != nil {
 		return nil, err
