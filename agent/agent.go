@@ -126,6 +126,10 @@ type Agent struct {
 	// capped at 100 steps). Tests shrink it.
 	unlockDelayStep time.Duration
 
+	// socketCheck is how often Serve checks that its socket path still
+	// leads to its socket. Tests shrink it.
+	socketCheck time.Duration
+
 	// mu guards keys and username. It is held only to copy or swap them,
 	// never across a signature or a Registrar call.
 	mu       sync.RWMutex
@@ -165,6 +169,7 @@ func New(opts Options) (*Agent, error) {
 		uid:             os.Getuid(),
 		genKey:          signer.Generate,
 		unlockDelayStep: 100 * time.Millisecond,
+		socketCheck:     time.Second,
 		signers:         make(chan struct{}, runtime.GOMAXPROCS(0)),
 		done:            make(chan struct{}),
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -23,18 +24,41 @@ import (
 // systemd socket activation): each connection's peer credentials are read
 // with SO_PEERCRED, and the peer must run as the agent's user or as root.
 // Other connections are closed at once and logged at Warn.
+//
+// For a listener from Listen, Serve checks every second that the socket
+// path still leads to its socket. If someone removed or replaced it, no
+// client can reach the agent any more, and an agent nobody can reach must
+// not keep a key alive: Serve logs an error, closes the agent (its keys are
+// revoked and destroyed, Run returns) and returns an error wrapping
+// ErrSocketLost.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel()
+	defer cancel(nil)
 	context.AfterFunc(ctx, func() { ln.Close() })
+	sl, _ := ln.(*socketListener)
 
 	var delay time.Duration
 	for {
+		if sl != nil {
+			// Accept wakes up every socketCheck to check the path.
+			sl.SetDeadline(time.Now().Add(a.socketCheck))
+		}
 		nc, err := ln.Accept()
+		if sl != nil && err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+			if lost := sl.bound(); lost != nil {
+				a.socketLost(ctx, sl, lost)
+				cancel(lost)
+				return lost
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
+				if cause := context.Cause(ctx); errors.Is(cause, ErrSocketLost) {
+					return cause
+				}
 				return nil
 			}
 			if !temporaryAcceptError(err) {
@@ -55,6 +79,18 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		delay = 0
 		wg.Go(func() { a.handleConn(ctx, nc) })
+	}
+}
+
+// socketLost logs that the socket at sl's path is gone and closes the
+// agent, revoking and destroying its keys.
+func (a *Agent) socketLost(ctx context.Context, sl *socketListener, err error) {
+	a.log.Error("agent socket was removed or replaced: no client can reach this agent any more; shutting down and deleting its keys (start a new agent)",
+		"socket", sl.path, "error", err)
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if cerr := a.Close(closeCtx); cerr != nil {
+		a.log.Error("could not delete every key; they expire by their TTL", "error", cerr)
 	}
 }
 
