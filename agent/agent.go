@@ -126,6 +126,12 @@ type Agent struct {
 	// capped at 100 steps). Tests shrink it.
 	unlockDelayStep time.Duration
 
+	// maxConns caps the client connections served at once (0: from
+	// RLIMIT_NOFILE, see defaultMaxConns); idleTimeout closes silent
+	// ones. Tests lower them.
+	maxConns    int
+	idleTimeout time.Duration
+
 	// socketCheck is how often Serve checks that its socket path still
 	// leads to its socket. Tests shrink it.
 	socketCheck time.Duration
@@ -170,6 +176,7 @@ func New(opts Options) (*Agent, error) {
 		genKey:          signer.Generate,
 		unlockDelayStep: 100 * time.Millisecond,
 		socketCheck:     time.Second,
+		idleTimeout:     DefaultIdleTimeout,
 		signers:         make(chan struct{}, runtime.GOMAXPROCS(0)),
 		done:            make(chan struct{}),
 	}
@@ -221,6 +228,7 @@ func New(opts Options) (*Agent, error) {
 		a.now = time.Now
 	}
 	a.lease.init(a.retryMin, a.retryMax)
+	a.lock.gate = make(chan struct{}, 1)
 	return a, nil
 }
 

@@ -38,6 +38,11 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel(nil)
 	context.AfterFunc(ctx, func() { ln.Close() })
 	sl, _ := ln.(*socketListener)
+	maxConns := a.maxConns
+	if maxConns == 0 {
+		maxConns = defaultMaxConns()
+	}
+	table := newConnTable(maxConns)
 
 	var delay time.Duration
 	for {
@@ -78,7 +83,7 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		wg.Go(func() { a.handleConn(ctx, nc) })
+		wg.Go(func() { a.handleConn(ctx, nc, table) })
 	}
 }
 
@@ -109,7 +114,7 @@ func temporaryAcceptError(err error) bool {
 
 // handleConn checks the peer and serves one connection until the client
 // hangs up, a request is too large, or ctx is done.
-func (a *Agent) handleConn(ctx context.Context, nc net.Conn) {
+func (a *Agent) handleConn(ctx context.Context, nc net.Conn, table *connTable) {
 	defer nc.Close()
 	peer, err := peerCredentials(nc)
 	if err != nil {
@@ -120,9 +125,19 @@ func (a *Agent) handleConn(ctx context.Context, nc net.Conn) {
 		a.log.Warn("connection refused: peer runs as another user", peer.attr(), "agent_uid", a.uid)
 		return
 	}
+	lc := newLimitedConn(nc, peer.pid, a.idleTimeout)
+	victim, report := table.add(lc)
+	defer table.remove(lc)
+	if victim != nil {
+		victim.Close()
+		if report {
+			a.log.Warn("too many client connections: closing the longest idle connection of the process holding the most to make room; reported at most once a minute",
+				"limit", table.max, "per_process_limit", table.perPeer, "closed_pid", victim.pid)
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	a.serveConn(a.newConn(ctx, peer), nc)
+	a.serveConn(a.newConn(ctx, peer), lc)
 }
 
 // serveConn runs the protocol on rw for c until ServeAgent returns.
@@ -135,6 +150,8 @@ func (a *Agent) serveConn(c *conn, rw io.ReadWriter) {
 	switch {
 	case errors.Is(err, errFrameTooLarge):
 		c.log.Warn("connection closed: request larger than 256 KiB")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Debug("connection closed: idle too long")
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), c.ctx.Err() != nil:
 		c.log.Debug("connection closed")
 	default:
