@@ -129,6 +129,16 @@ type Agent struct {
 	// capped at 100 steps). Tests shrink it.
 	unlockDelayStep time.Duration
 
+	// maxConns caps the client connections served at once (0: from
+	// RLIMIT_NOFILE, see defaultMaxConns); idleTimeout closes silent
+	// ones. Tests lower them.
+	maxConns    int
+	idleTimeout time.Duration
+
+	// socketCheck is how often Serve checks that its socket path still
+	// leads to its socket. Tests shrink it.
+	socketCheck time.Duration
+
 	// mu guards keys and username. It is held only to copy or swap them,
 	// never across a signature or a Registrar call.
 	mu       sync.RWMutex
@@ -171,6 +181,8 @@ func New(opts Options) (*Agent, error) {
 		uid:             os.Getuid(),
 		genKey:          signer.Generate,
 		unlockDelayStep: 100 * time.Millisecond,
+		socketCheck:     time.Second,
+		idleTimeout:     DefaultIdleTimeout,
 		signers:         make(chan struct{}, runtime.GOMAXPROCS(0)),
 		done:            make(chan struct{}),
 	}
@@ -228,6 +240,7 @@ func New(opts Options) (*Agent, error) {
 		a.certs = newCertStore(opts.Certificates, a.log, a.now)
 	}
 	a.lease.init(a.retryMin, a.retryMax)
+	a.lock.gate = make(chan struct{}, 1)
 	return a, nil
 }
 

@@ -176,7 +176,7 @@ func (c *conn) refuseManagement(op string) error {
 
 // Lock answers SSH_AGENTC_LOCK.
 func (c *conn) Lock(passphrase []byte) error {
-	if err := c.a.lock.lock(passphrase); err != nil {
+	if err := c.a.lock.lock(c.ctx, passphrase); err != nil {
 		c.log.Info("lock refused", "error", err)
 		return err
 	}
@@ -185,8 +185,9 @@ func (c *conn) Lock(passphrase []byte) error {
 }
 
 // Unlock answers SSH_AGENTC_UNLOCK. A wrong passphrase fails
-// after a delay that grows with each failure, as in OpenSSH; the delay only
-// holds up this connection.
+// after a delay that grows with each failure, as in OpenSSH; unlocks from
+// all connections take turns, so the delay holds up every guess, but not
+// List or Sign.
 func (c *conn) Unlock(passphrase []byte) error {
 	failures, err := c.a.lock.unlock(c.ctx, passphrase, c.a.unlockDelayStep)
 	if err != nil {

@@ -224,7 +224,8 @@ func TestLockUnlock(t *testing.T) {
 }
 
 // TestUnlockDelayDoesNotBlock checks that a connection waiting out an
-// unlock penalty holds no lock: others are answered meanwhile.
+// unlock penalty holds no lock that List needs: others are answered
+// meanwhile. (Unlocks themselves take turns; see TestUnlockGuessesSerialized.)
 func TestUnlockDelayDoesNotBlock(t *testing.T) {
 	ta := startTestAgent(t, Options{})
 	ta.unlockDelayStep = 2 * time.Second
@@ -233,26 +234,56 @@ func TestUnlockDelayDoesNotBlock(t *testing.T) {
 	if err := c.Lock([]byte("pw")); err != nil {
 		t.Fatal(err)
 	}
-	started := make(chan struct{})
 	done := make(chan error, 1)
-	go func() {
-		close(started)
-		done <- client(t, path).Unlock([]byte("wrong"))
-	}()
-	<-started
+	go func() { done <- client(t, path).Unlock([]byte("wrong")) }()
 	time.Sleep(300 * time.Millisecond) // let the bad unlock reach its delay
 	start := time.Now()
 	if keys, err := c.List(); err != nil || len(keys) != 0 {
 		t.Errorf("List = %v, %v", keys, err)
 	}
-	if err := c.Unlock([]byte("pw")); err != nil {
-		t.Errorf("good unlock on another connection: %v", err)
-	}
 	if d := time.Since(start); d > time.Second {
-		t.Errorf("other connection waited %v behind an unlock penalty", d)
+		t.Errorf("List waited %v behind an unlock penalty", d)
 	}
 	if err := <-done; err == nil {
 		t.Error("wrong passphrase accepted")
+	}
+	if err := c.Unlock([]byte("pw")); err != nil {
+		t.Errorf("good unlock after the penalty: %v", err)
+	}
+}
+
+// TestUnlockGuessesSerialized: wrong unlocks sent on many connections at
+// once take turns, each waiting out its growing delay, so N connections
+// guess no faster than one (before, each connection waited only for its
+// own delay, and the Argon2 hashes, 19 MiB each, all ran at once).
+func TestUnlockGuessesSerialized(t *testing.T) {
+	ta := startTestAgent(t, Options{})
+	const step, n = 200 * time.Millisecond, 6
+	ta.unlockDelayStep = step
+	path := serve(t, ta.Agent)
+	if err := client(t, path).Lock([]byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	clients := make([]sshagent.ExtendedAgent, n)
+	for i := range clients {
+		clients[i] = client(t, path)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() {
+			if err := c.Unlock([]byte("guess")); err == nil {
+				t.Error("wrong passphrase accepted")
+			}
+		})
+	}
+	wg.Wait()
+	// The k-th guess waits k steps: 1+2+...+n steps in all.
+	if got, want := time.Since(start), step*n*(n+1)/2; got < want {
+		t.Errorf("%d wrong unlocks on %d connections took %v; taking turns they need at least %v", n, n, got, want)
+	}
+	if err := client(t, path).Unlock([]byte("pw")); err != nil {
+		t.Errorf("good unlock: %v", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 	"time"
 )
@@ -110,7 +111,7 @@ func (f *fakeRegistrar) Extend(ctx context.Context, line string, expiry time.Tim
 	}
 	if err == nil {
 		if _, ok := f.keys[line]; !ok {
-			err = fmt.Errorf("fake: key not registered")
+			err = fmt.Errorf("fake: key not registered: %w", fs.ErrNotExist)
 		} else {
 			f.keys[line] = expiry
 		}

@@ -3,12 +3,18 @@
 package agent
 
 import (
+	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
+	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -118,6 +124,9 @@ func waitGoroutines(t *testing.T, base int) {
 // for the abandoned connections ends.
 func TestAbandonedConnections(t *testing.T) {
 	ta := startTestAgent(t, Options{})
+	// This test is about abandoned connections, not the connection
+	// limits (TestConnectionFlood): room for all of them.
+	ta.maxConns = 8000
 	path := serve(t, ta.Agent)
 	pub := ta.current().key.PublicKey()
 	base := runtime.NumGoroutine()
@@ -280,4 +289,76 @@ func TestSlowLoris(t *testing.T) {
 	obs.progress(t, 5, "after the slow clients")
 	obs.close(t)
 	waitGoroutines(t, base)
+}
+
+// TestConnectionFlood: another process opens 2,000 connections and holds
+// them. The agent's descriptor limit is lowered to 256 for the test, so
+// that accepting them all would leave it none for OS Login. The agent must
+// keep serving a connected client, accept a fresh ssh-add, and still be
+// able to open a connection of its own (as a renewal would). Before the
+// limits it accepted until EMFILE, and then could neither accept nor dial.
+func TestConnectionFlood(t *testing.T) {
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	low := old
+	low.Cur = 256
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+
+	ta := startTestAgent(t, Options{})
+	path := serve(t, ta.Agent)
+	pub := ta.current().key.PublicKey()
+	obs := startObserver(t, path, pub)
+	obs.progress(t, 1, "before the flood")
+	// A stand-in for OS Login on loopback.
+	osl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer osl.Close()
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=flood", "OSLOGIN_AGENT_TEST_SOCKET="+path)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the flooding process: %v", err)
+	}
+	t.Logf("the flooding process opened %s connections", strings.TrimSpace(line))
+
+	obs.progress(t, 20, "during the flood")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	addOut, err := openSSHContext(ctx, t, path, "ssh-add", "-l")
+	if err != nil || !strings.Contains(addOut, "ED25519") {
+		t.Errorf("ssh-add -l during the flood: %v\n%s", err, addOut)
+	}
+	c, err := net.Dial("tcp", osl.Addr().String())
+	if err != nil {
+		t.Fatalf("the agent cannot open a connection of its own during the flood: %v", err)
+	}
+	c.Close()
+	if recs := ta.logs.find("too many client connections"); len(recs) != 1 || recs[0].level != slog.LevelWarn {
+		t.Errorf("%d limit records, want one warning", len(recs))
+	}
+	obs.close(t)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
@@ -229,15 +230,14 @@ func (a *Agent) renew(ctx context.Context) {
 		err  error
 	)
 	callCtx, cancel := context.WithTimeout(ctx, a.callTimeout)
-	if expired || l.renewBO.failures > 0 {
-		// The registration may be gone (expired, purged or deleted by
-		// someone else): importing the same key again restores it and
-		// keeps its fingerprint.
-		user, err = a.reg.Register(callCtx, cur.authorized, exp)
-	} else {
-		err = a.reg.Extend(callCtx, cur.authorized, exp)
-	}
+	// Never import the same key again: if it is gone from the profile,
+	// someone may have deleted it on purpose (an admin revoking it).
+	err = a.reg.Extend(callCtx, cur.authorized, exp)
 	cancel()
+	if errors.Is(err, fs.ErrNotExist) {
+		a.replaceVanished(cur, expired, err)
+		return
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -262,6 +262,32 @@ func (a *Agent) renew(ctx context.Context) {
 	a.mu.Unlock()
 	l.renewAt = exp.Add(-a.ttl / 2)
 	a.log.Info("key renewed", "fingerprint", cur.key.Fingerprint(), "expiry", exp.UTC(), "recovered", recovered)
+}
+
+// replaceVanished handles a current key that is no longer registered: it
+// is logged loudly, taken out of the keyring and destroyed, and a rotation
+// is made due at once, so the next step registers a fresh key. It is not
+// imported again: an admin may have deleted it to revoke it.
+func (a *Agent) replaceVanished(cur *leasedKey, expired bool, err error) {
+	l := &a.lease
+	a.mu.Lock()
+	kept := a.keys[:0:0]
+	for _, k := range a.keys {
+		if k != cur {
+			kept = append(kept, k)
+		}
+	}
+	a.keys = kept
+	a.mu.Unlock()
+	cur.key.Destroy()
+	msg := "key was deleted from the login profile by someone else (an admin, or gcloud compute os-login ssh-keys remove); it is not imported again: replacing it with a fresh key"
+	if expired {
+		msg = "key registration expired and was purged from the login profile; replacing it with a fresh key"
+	}
+	a.log.Error(msg, "fingerprint", cur.key.Fingerprint(), "expiry", cur.expiry.UTC(), "error", err)
+	l.renewBO.reset()
+	l.rotateBO.reset()
+	l.rotateAt = a.now()
 }
 
 // rotateKey registers a fresh key when rotation is due and makes it the

@@ -439,8 +439,8 @@ func TestRegistrarOutage(t *testing.T) {
 		if c.err == nil {
 			t.Errorf("attempt %d succeeded during the outage", i)
 		}
-		if i > 0 && c.op != "Register" {
-			t.Errorf("retry %d used %s; after a failure the key is imported again", i, c.op)
+		if c.op != "Extend" {
+			t.Errorf("retry %d used %s; the same key is never imported again (an admin may have deleted it), only extended", i, c.op)
 		}
 	}
 	if len(ta.logs.find("cannot renew key registration")) == 0 {
@@ -666,5 +666,44 @@ func TestBackoff(t *testing.T) {
 	b.reset()
 	if b.failures != 0 || !b.ready(now) {
 		t.Error("reset did not clear the backoff")
+	}
+}
+
+// TestDeletedKeyReplaced: someone deletes the agent's key from the
+// profile (an admin revoking it). At the next renewal the agent logs it
+// loudly and switches to a fresh key; it never imports the deleted key
+// again (before, the failed Extend was followed by a silent re-import).
+// ssh-add sees the new key.
+func TestDeletedKeyReplaced(t *testing.T) {
+	const ttl = 2 * time.Second
+	ta := startTestAgent(t, Options{TTL: ttl, Rotate: time.Hour, RetryMin: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond})
+	old := ta.Keys()[0]
+	path := serve(t, ta.Agent)
+	// The admin deletes the key.
+	if err := ta.reg.Revoke(context.Background(), old.AuthorizedKey); err != nil {
+		t.Fatal(err)
+	}
+	runLease(t, ta.Agent)
+	waitFor(t, 10*time.Second, "a fresh key", func() bool {
+		keys := ta.Keys()
+		return len(keys) == 1 && keys[0].Fingerprint != old.Fingerprint
+	})
+	fresh := ta.Keys()[0]
+	if _, ok := ta.reg.registered()[fresh.AuthorizedKey]; !ok {
+		t.Error("the fresh key is not registered")
+	}
+	if _, ok := ta.reg.registered()[old.AuthorizedKey]; ok {
+		t.Error("the deleted key was registered again")
+	}
+	if n := len(ta.reg.callsFor("Register", old.AuthorizedKey)); n != 1 {
+		t.Errorf("the deleted key was imported %d times, want only the first", n)
+	}
+	recs := ta.logs.find("deleted from the login profile by someone else")
+	if len(recs) != 1 || recs[0].level != slog.LevelError || recs[0].attrs["fingerprint"] != old.Fingerprint {
+		t.Errorf("records %+v, want one error naming the deleted key", recs)
+	}
+	out, err := openSSH(t, path, nil, nil, "ssh-add", "-l")
+	if err != nil || !strings.Contains(out, fresh.Fingerprint) || strings.Contains(out, old.Fingerprint) {
+		t.Errorf("ssh-add -l: %v\n%s\nwant only %s", err, out, fresh.Fingerprint)
 	}
 }

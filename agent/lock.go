@@ -39,16 +39,42 @@ type lockState struct {
 	salt     []byte
 	hash     []byte
 	failures int
+
+	// gate admits one LOCK or UNLOCK at a time; see acquire.
+	gate chan struct{}
+
+	// kdfMemKiB is Argon2id's memory cost; zero means lockMemKiB. Only
+	// tests (the fuzz target) lower it, to keep each execution fast.
+	kdfMemKiB uint32
 }
 
 func (l *lockState) isLocked() bool { return l.locked.Load() }
 
-func hashPassphrase(passphrase, salt []byte) []byte {
-	return argon2.IDKey(passphrase, salt, lockTime, lockMemKiB, lockThreads, lockHashLen)
+func (l *lockState) hashPassphrase(passphrase, salt []byte) []byte {
+	mem := l.kdfMemKiB
+	if mem == 0 {
+		mem = lockMemKiB
+	}
+	return argon2.IDKey(passphrase, salt, lockTime, mem, lockThreads, lockHashLen)
 }
 
+// acquire waits for the Argon2 gate: one LOCK or UNLOCK at a time in the
+// whole agent, so a burst of them (from any number of connections, or
+// through a forwarded agent) costs one hash's memory, not one per request,
+// and wrong guesses are answered one after the other, each after its delay.
+func (l *lockState) acquire(ctx context.Context) error {
+	select {
+	case l.gate <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *lockState) release() { <-l.gate }
+
 // lock locks with passphrase and wipes the caller's copy of it.
-func (l *lockState) lock(passphrase []byte) error {
+func (l *lockState) lock(ctx context.Context, passphrase []byte) error {
 	defer clear(passphrase)
 	if len(passphrase) == 0 {
 		return errors.New("refusing to lock with an empty passphrase")
@@ -56,11 +82,15 @@ func (l *lockState) lock(passphrase []byte) error {
 	if l.isLocked() {
 		return errors.New("already locked")
 	}
+	if err := l.acquire(ctx); err != nil {
+		return err
+	}
+	defer l.release()
 	salt := make([]byte, lockSaltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return err
 	}
-	hash := hashPassphrase(passphrase, salt)
+	hash := l.hashPassphrase(passphrase, salt)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.isLocked() {
@@ -71,12 +101,21 @@ func (l *lockState) lock(passphrase []byte) error {
 	return nil
 }
 
-// unlock unlocks if passphrase matches. On a mismatch it waits
-// failures*step (at most maxUnlockFailures steps) before returning, without
-// holding any lock, so other connections keep working; ctx cuts the wait
-// short when the connection is shut down. It returns the failure count.
+// unlock unlocks if passphrase matches. Requests from all connections take
+// turns (see acquire), and a mismatch keeps the turn for failures*step
+// (at most maxUnlockFailures steps), as OpenSSH's single-threaded agent
+// does: N connections guess no faster than one. The delay holds no lock
+// that List or Sign need; ctx cuts the wait short when the connection is
+// shut down. It returns the failure count.
 func (l *lockState) unlock(ctx context.Context, passphrase []byte, step time.Duration) (int, error) {
 	defer clear(passphrase)
+	if !l.isLocked() {
+		return 0, errors.New("agent: not locked")
+	}
+	if err := l.acquire(ctx); err != nil {
+		return 0, err
+	}
+	defer l.release()
 	l.mu.Lock()
 	if !l.isLocked() {
 		l.mu.Unlock()
@@ -85,13 +124,11 @@ func (l *lockState) unlock(ctx context.Context, passphrase []byte, step time.Dur
 	salt, want := l.salt, l.hash
 	l.mu.Unlock()
 
-	// Hash outside the lock: Argon2 is deliberately slow.
-	got := hashPassphrase(passphrase, salt)
+	// Hash outside mu: Argon2 is deliberately slow.
+	got := l.hashPassphrase(passphrase, salt)
 
 	l.mu.Lock()
-	// Compare with the current hash: another connection may have unlocked
-	// and locked again meanwhile, and then want is stale.
-	if l.isLocked() && subtle.ConstantTimeCompare(got, want) == 1 && subtle.ConstantTimeCompare(want, l.hash) == 1 {
+	if l.isLocked() && subtle.ConstantTimeCompare(got, want) == 1 {
 		clear(l.hash)
 		l.salt, l.hash, l.failures = nil, nil, 0
 		l.locked.Store(false)

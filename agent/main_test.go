@@ -43,6 +43,8 @@ func TestMain(m *testing.M) {
 		exit(childConnect(os.Getenv("OSLOGIN_AGENT_TEST_SOCKET")))
 	case "harden":
 		exit(childHarden())
+	case "flood":
+		exit(childFlood(os.Getenv("OSLOGIN_AGENT_TEST_SOCKET")))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s mode %q\n", childEnv, os.Getenv(childEnv))
 		exit(2)
@@ -72,6 +74,24 @@ func childConnect(path string) int {
 	}
 	fmt.Println("answered")
 	return 3
+}
+
+// childFlood opens as many connections to the agent as it can (up to
+// 2,000), sends half a frame on each, prints how many it opened, and holds
+// them until its stdin closes: a client exhausting the agent's descriptors.
+func childFlood(path string) int {
+	var conns []net.Conn
+	for range 2000 {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err != nil {
+			break
+		}
+		c.Write([]byte{0, 0, 0, 100, 13})
+		conns = append(conns, c)
+	}
+	fmt.Printf("%d\n", len(conns))
+	io.Copy(io.Discard, os.Stdin)
+	return 0
 }
 
 // childHarden runs Harden and reports the resulting process state.

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,19 @@ import (
 
 	"github.com/oslogin-agent/oslogin-agent/signer"
 )
+
+// openSSHContext is openSSH with a deadline and no input.
+func openSSHContext(ctx context.Context, t *testing.T, sock string, name string, args ...string) (string, error) {
+	t.Helper()
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s not installed", name)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = []string{"SSH_AUTH_SOCK=" + sock, "HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
 
 // openSSH runs one of the OpenSSH tools against the agent at sock with a
 // scrubbed environment and returns its combined output.

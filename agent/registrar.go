@@ -18,7 +18,10 @@ type Registrar interface {
 	// really stored: a call that "succeeds" without storing the key is an error.
 	Register(ctx context.Context, authorizedKey string, expiry time.Time) (username string, err error)
 	// Extend moves the expiry of an already registered key. The key itself,
-	// and so its identity on the login servers, does not change.
+	// and so its identity on the login servers, does not change. If the key
+	// is not registered (any more), Extend must not import it again (an
+	// admin may have deleted it on purpose) but return an error wrapping
+	// fs.ErrNotExist; the agent then replaces the key with a fresh one.
 	Extend(ctx context.Context, authorizedKey string, expiry time.Time) error
 	// Revoke withdraws the key. A key that is already gone is not an error.
 	Revoke(ctx context.Context, authorizedKey string) error

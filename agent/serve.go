@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -23,18 +24,46 @@ import (
 // systemd socket activation): each connection's peer credentials are read
 // with SO_PEERCRED, and the peer must run as the agent's user or as root.
 // Other connections are closed at once and logged at Warn.
+//
+// For a listener from Listen, Serve checks every second that the socket
+// path still leads to its socket. If someone removed or replaced it, no
+// client can reach the agent any more, and an agent nobody can reach must
+// not keep a key alive: Serve logs an error, closes the agent (its keys are
+// revoked and destroyed, Run returns) and returns an error wrapping
+// ErrSocketLost.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel()
+	defer cancel(nil)
 	context.AfterFunc(ctx, func() { ln.Close() })
+	sl, _ := ln.(*socketListener)
+	maxConns := a.maxConns
+	if maxConns == 0 {
+		maxConns = defaultMaxConns()
+	}
+	table := newConnTable(maxConns)
 
 	var delay time.Duration
 	for {
+		if sl != nil {
+			// Accept wakes up every socketCheck to check the path.
+			sl.SetDeadline(time.Now().Add(a.socketCheck))
+		}
 		nc, err := ln.Accept()
+		if sl != nil && err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+			if lost := sl.bound(); lost != nil {
+				a.socketLost(ctx, sl, lost)
+				cancel(lost)
+				return lost
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
+				if cause := context.Cause(ctx); errors.Is(cause, ErrSocketLost) {
+					return cause
+				}
 				return nil
 			}
 			if !temporaryAcceptError(err) {
@@ -54,7 +83,19 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		wg.Go(func() { a.handleConn(ctx, nc) })
+		wg.Go(func() { a.handleConn(ctx, nc, table) })
+	}
+}
+
+// socketLost logs that the socket at sl's path is gone and closes the
+// agent, revoking and destroying its keys.
+func (a *Agent) socketLost(ctx context.Context, sl *socketListener, err error) {
+	a.log.Error("agent socket was removed or replaced: no client can reach this agent any more; shutting down and deleting its keys (start a new agent)",
+		"socket", sl.path, "error", err)
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if cerr := a.Close(closeCtx); cerr != nil {
+		a.log.Error("could not delete every key; they expire by their TTL", "error", cerr)
 	}
 }
 
@@ -73,7 +114,7 @@ func temporaryAcceptError(err error) bool {
 
 // handleConn checks the peer and serves one connection until the client
 // hangs up, a request is too large, or ctx is done.
-func (a *Agent) handleConn(ctx context.Context, nc net.Conn) {
+func (a *Agent) handleConn(ctx context.Context, nc net.Conn, table *connTable) {
 	defer nc.Close()
 	peer, err := peerCredentials(nc)
 	if err != nil {
@@ -84,9 +125,19 @@ func (a *Agent) handleConn(ctx context.Context, nc net.Conn) {
 		a.log.Warn("connection refused: peer runs as another user", peer.attr(), "agent_uid", a.uid)
 		return
 	}
+	lc := newLimitedConn(nc, peer.pid, a.idleTimeout)
+	victim, report := table.add(lc)
+	defer table.remove(lc)
+	if victim != nil {
+		victim.Close()
+		if report {
+			a.log.Warn("too many client connections: closing the longest idle connection of the process holding the most to make room; reported at most once a minute",
+				"limit", table.max, "per_process_limit", table.perPeer, "closed_pid", victim.pid)
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	a.serveConn(a.newConn(ctx, peer), nc)
+	a.serveConn(a.newConn(ctx, peer), lc)
 }
 
 // serveConn runs the protocol on rw for c until ServeAgent returns.
@@ -99,6 +150,8 @@ func (a *Agent) serveConn(c *conn, rw io.ReadWriter) {
 	switch {
 	case errors.Is(err, errFrameTooLarge):
 		c.log.Warn("connection closed: request larger than 256 KiB")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Debug("connection closed: idle too long")
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), c.ctx.Err() != nil:
 		c.log.Debug("connection closed")
 	default:

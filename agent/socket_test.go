@@ -5,8 +5,10 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -14,8 +16,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestListenModes(t *testing.T) {
@@ -176,8 +180,15 @@ func TestListenStaleAndLive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Someone removes our socket and a new agent takes the path.
+		// While the first agent holds the path, a second is refused.
+		if other, err := Listen(path); err == nil {
+			other.Close()
+			t.Fatal("a second agent got a path the first still holds")
+		}
+		// Someone removes our socket and its lock, and a new agent takes
+		// the path.
 		os.Remove(path)
+		os.Remove(path + ".lock")
 		other, err := Listen(path)
 		if err != nil {
 			t.Fatal(err)
@@ -190,33 +201,251 @@ func TestListenStaleAndLive(t *testing.T) {
 	})
 }
 
-func TestDefaultSocketPath(t *testing.T) {
+// TestListenDefault: with XDG_RUNTIME_DIR the socket goes there; without
+// it, into a fresh directory with an unpredictable name, so another user
+// who creates the old predictable name first (a directory of theirs, a
+// dangling symlink, a symlink to their own directory) can neither stop the
+// agent nor redirect its clients. Run as root, the planted entries belong to
+// nobody, as an attacker's would; unprivileged, to this user.
+func TestListenDefault(t *testing.T) {
 	xdg := shortTempDir(t)
 	t.Setenv("XDG_RUNTIME_DIR", xdg)
-	got, err := DefaultSocketPath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := filepath.Join(xdg, "oslogin-agent", fmt.Sprintf("agent.%d.sock", os.Getpid()))
-	if got != want {
-		t.Errorf("with XDG_RUNTIME_DIR: %q, want %q", got, want)
-	}
-	ln, err := Listen(got)
+	ln, err := Listen("")
 	if err != nil {
 		t.Fatalf("Listen on the default path: %v", err)
 	}
+	want := filepath.Join(xdg, "oslogin-agent", fmt.Sprintf("agent.%d.sock", os.Getpid()))
+	if got := ln.Addr().String(); got != want {
+		t.Errorf("with XDG_RUNTIME_DIR: %q, want %q", got, want)
+	}
 	ln.Close()
 
-	for _, v := range []string{"", "relative/dir", "/nonexistent/run"} {
-		t.Setenv("XDG_RUNTIME_DIR", v)
-		got, err := DefaultSocketPath()
+	planted := func(tmp string) string { return filepath.Join(tmp, fmt.Sprintf("oslogin-agent-%d", os.Geteuid())) }
+	attacker := func(t *testing.T, p string) {
+		if os.Geteuid() == 0 {
+			if err := os.Lchown(p, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name  string
+		xdg   string
+		plant func(t *testing.T, tmp string)
+	}{
+		{"no XDG_RUNTIME_DIR", "", func(*testing.T, string) {}},
+		{"relative XDG_RUNTIME_DIR", "relative/dir", func(*testing.T, string) {}},
+		{"another user's directory at the old name", "", func(t *testing.T, tmp string) {
+			os.Mkdir(planted(tmp), 0o777)
+			attacker(t, planted(tmp))
+		}},
+		{"dangling symlink at the old name", "", func(t *testing.T, tmp string) {
+			os.Symlink("/nonexistent/oslogin", planted(tmp))
+			attacker(t, planted(tmp))
+		}},
+		{"symlink to the attacker's directory at the old name", "", func(t *testing.T, tmp string) {
+			evil := filepath.Join(tmp, "evil")
+			os.Mkdir(evil, 0o700)
+			os.Symlink(evil, planted(tmp))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmp := shortTempDir(t)
+			os.Chmod(tmp, fs.ModeSticky|0o777) // a shared /tmp
+			t.Setenv("TMPDIR", tmp)
+			t.Setenv("XDG_RUNTIME_DIR", tt.xdg)
+			tt.plant(t, tmp)
+			ln, err := Listen("")
+			if err != nil {
+				t.Fatalf("Listen: %v", err)
+			}
+			path := ln.Addr().String()
+			dir := filepath.Dir(path)
+			if filepath.Dir(dir) != tmp || !strings.HasPrefix(filepath.Base(dir), "oslogin-agent-") || dir == planted(tmp) {
+				t.Errorf("socket at %s, want a fresh directory under %s", path, tmp)
+			}
+			st, err := os.Lstat(dir)
+			if err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 || !ownedByMe(st) {
+				t.Errorf("socket directory %s: %v, %v; want a private directory of this user's", dir, st.Mode(), err)
+			}
+			if c, err := net.Dial("unix", path); err != nil {
+				t.Errorf("dial %s: %v", path, err)
+			} else {
+				c.Close()
+			}
+			ln.Close()
+			if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+				t.Errorf("socket directory %s left after Close: %v", dir, err)
+			}
+		})
+	}
+}
+
+// TestListenNoSymlinks: a socket directory that is a symbolic link is
+// refused, even one to a private directory of this user's, because whoever
+// controls the link controls where clients end up.
+func TestListenNoSymlinks(t *testing.T) {
+	base := shortTempDir(t)
+	real := filepath.Join(base, "real")
+	os.Mkdir(real, 0o700)
+	link := filepath.Join(base, "link")
+	os.Symlink(real, link)
+	ln, err := Listen(filepath.Join(link, "s.sock"))
+	if err == nil {
+		ln.Close()
+		t.Fatal("Listen through a symlinked directory succeeded")
+	}
+	if !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("error %q, want it to name the symbolic link", err)
+	}
+	if _, err := os.Lstat(filepath.Join(real, "s.sock")); !os.IsNotExist(err) {
+		t.Errorf("a socket was created behind the link: %v", err)
+	}
+}
+
+// TestSocketPath: -a @name (Linux's abstract namespace, no file
+// permissions) is refused, and a relative path becomes absolute, since
+// SSH_AUTH_SOCK must work from any directory.
+func TestSocketPath(t *testing.T) {
+	wd, _ := os.Getwd()
+	tests := []struct {
+		in, want, wantErr string
+	}{
+		{"@agent", "", "abstract socket namespace"},
+		{"@", "", "abstract socket namespace"},
+		{"", "", "empty socket path"},
+		{"a\x00b", "", "NUL"},
+		{"/tmp/" + strings.Repeat("x", 120), "", "at most 107"},
+		{"/run/user/1/a.sock", "/run/user/1/a.sock", ""},
+		{"/tmp//x/../a.sock", "/tmp/a.sock", ""},
+		{"a.sock", filepath.Join(wd, "a.sock"), ""},
+		{"./sub/a.sock", filepath.Join(wd, "sub", "a.sock"), ""},
+	}
+	for _, tt := range tests {
+		in := tt.in
+		got, err := SocketPath(in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("SocketPath(%q) = %q, %v; want error %q", in, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("SocketPath(%q) = %q, %v; want %q", in, got, err, tt.want)
+		}
+	}
+	// Listen applies the same rules.
+	if ln, err := Listen("@agent"); err == nil {
+		ln.Close()
+		t.Error("Listen(\"@agent\") succeeded")
+	}
+}
+
+// TestListenRaceOnStaleSocket: agents started at the same moment on one
+// path with a stale socket: exactly one wins, and the winner's socket is
+// the one at the path. Before the lock, the loser could remove the socket
+// the winner had just bound, leaving an agent nobody could reach.
+func TestListenRaceOnStaleSocket(t *testing.T) {
+	const rounds, racers = 100, 3
+	for round := range rounds {
+		path := shortTempDir(t) + "/s.sock"
+		old, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := filepath.Join(os.TempDir(), fmt.Sprintf("oslogin-agent-%d", os.Geteuid()), fmt.Sprintf("agent.%d.sock", os.Getpid()))
-		if got != want {
-			t.Errorf("XDG_RUNTIME_DIR=%q: %q, want %q", v, got, want)
+		old.SetUnlinkOnClose(false)
+		old.Close()
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		lns := make([]net.Listener, racers)
+		for i := range racers {
+			wg.Go(func() {
+				<-start
+				lns[i], _ = Listen(path)
+			})
 		}
+		close(start)
+		wg.Wait()
+		won := 0
+		for _, ln := range lns {
+			if ln == nil {
+				continue
+			}
+			won++
+			sl := ln.(*socketListener)
+			var st syscall.Stat_t
+			if err := syscall.Lstat(path, &st); err != nil || uint64(st.Ino) != sl.ino {
+				t.Errorf("round %d: an agent listens on a socket that is no longer at %s (%v): nobody can reach it", round, path, err)
+			}
+		}
+		if won != 1 {
+			t.Errorf("round %d: %d of %d agents got the path, want exactly 1", round, won, racers)
+		}
+		for _, ln := range lns {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}
+}
+
+// TestSocketLostShutsDown: when someone removes the agent's socket, or
+// takes the path over, the agent notices, deletes its keys and stops
+// serving: an agent nobody can reach must not keep a key alive.
+func TestSocketLostShutsDown(t *testing.T) {
+	tests := []struct {
+		name string
+		take func(t *testing.T, path string)
+	}{
+		{"removed", func(t *testing.T, path string) { os.Remove(path) }},
+		{"taken over", func(t *testing.T, path string) {
+			os.Remove(path)
+			os.Remove(path + ".lock")
+			ln, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ta := startTestAgent(t, Options{})
+			ta.socketCheck = 10 * time.Millisecond
+			path := shortTempDir(t) + "/agent.sock"
+			ln, err := Listen(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- ta.Serve(ctx, ln) }()
+			if len(ta.reg.registered()) != 1 {
+				t.Fatal("no key registered")
+			}
+			tt.take(t, path)
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrSocketLost) {
+					t.Errorf("Serve returned %v, want ErrSocketLost", err)
+				}
+			case <-time.After(10 * time.Second):
+				cancel()
+				<-done
+				t.Fatal("the agent kept serving after its socket was lost")
+			}
+			if n := len(ta.reg.registered()); n != 0 {
+				t.Errorf("%d keys still registered after the socket was lost", n)
+			}
+			if len(ta.Keys()) != 0 {
+				t.Errorf("agent still holds keys %v", ta.Keys())
+			}
+			if recs := ta.logs.find("agent socket was removed or replaced"); len(recs) != 1 || recs[0].level != slog.LevelError {
+				t.Errorf("log records %+v, want one error", recs)
+			}
+		})
 	}
 }
 

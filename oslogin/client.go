@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -166,7 +167,8 @@ func (c *Client) importKey(ctx context.Context, authorizedKey string, expiry tim
 
 // Extend moves the key's expiry. The key keeps its fingerprint, so VMs that
 // already know it need no time to learn it again. If OS Login has lost the
-// key meanwhile (purged, or deleted by someone), it is imported again.
+// key meanwhile (purged, or deleted by someone), the error wraps
+// fs.ErrNotExist and the key is not imported again.
 func (c *Client) Extend(ctx context.Context, authorizedKey string, expiry time.Time) error {
 	name := c.user + "/sshPublicKeys/" + Fingerprint(authorizedKey)
 	key := &oslogin.SshPublicKey{Key: authorizedKey, ExpirationTimeUsec: usec(expiry)}
@@ -175,9 +177,9 @@ func (c *Client) Extend(ctx context.Context, authorizedKey string, expiry time.T
 		return err
 	})
 	if isNotFound(err) {
-		c.log.Warn("key vanished from the login profile; importing it again", "fingerprint", Fingerprint(authorizedKey))
-		_, err = c.Register(ctx, authorizedKey, expiry)
-		return err
+		// Not imported again: someone may have deleted it on purpose.
+		// The agent replaces it with a fresh key.
+		return fmt.Errorf("oslogin: extend key %s: not in the login profile of %s: %w", Fingerprint(authorizedKey), c.account, fs.ErrNotExist)
 	}
 	if err != nil {
 		return c.explain("extend key", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -100,7 +101,10 @@ func TestRegisterExtendRevoke(t *testing.T) {
 	}
 }
 
-func TestExtendReimportsAVanishedKey(t *testing.T) {
+// TestExtendDoesNotReimportAVanishedKey: a key deleted behind the agent's
+// back (perhaps an admin revoking it) is reported as fs.ErrNotExist and
+// stays deleted; the agent replaces it with a fresh key.
+func TestExtendDoesNotReimportAVanishedKey(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	expiry := time.Now().Add(time.Minute).Truncate(time.Microsecond)
@@ -110,11 +114,11 @@ func TestExtendReimportsAVanishedKey(t *testing.T) {
 	if err := f.client.Revoke(ctx, line); err != nil { // someone deletes it behind the agent's back
 		t.Fatal(err)
 	}
-	if err := f.client.Extend(ctx, line, expiry.Add(time.Minute)); err != nil {
-		t.Fatal(err)
+	if err := f.client.Extend(ctx, line, expiry.Add(time.Minute)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Extend of a deleted key: %v, want an error wrapping fs.ErrNotExist", err)
 	}
-	if keys := f.keys(); len(keys) != 1 || !keys[0].Expiry.Equal(expiry.Add(time.Minute)) {
-		t.Fatalf("OS Login holds %+v after extending a vanished key", keys)
+	if keys := f.keys(); len(keys) != 0 {
+		t.Fatalf("OS Login holds %+v after extending a deleted key; it must stay deleted", keys)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/oslogin-agent/oslogin-agent/agent"
@@ -34,10 +35,12 @@ type session struct {
 // opens the socket, so that a client that can connect can also log in.
 func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session, error) {
 	agent.Harden(log)
+	// Check -a before registering anything; "" means Listen's private
+	// default directory.
 	socket := cfg.socket
-	if socket == "" && cfg.activation.fds == 0 {
+	if socket != "" {
 		var err error
-		if socket, err = agent.DefaultSocketPath(); err != nil {
+		if socket, err = agent.SocketPath(socket); err != nil {
 			return nil, err
 		}
 	}
@@ -94,6 +97,7 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 	if err != nil {
 		return nil, errors.Join(err, closeAgent(a))
 	}
+	socket = ln.Addr().String()
 	runCtx, cancel := context.WithCancel(ctx)
 	s := &session{agent: a, ln: ln, socket: socket, account: id.Account, username: a.Username(), log: log, cancel: cancel}
 	s.wg.Add(2)
@@ -101,6 +105,11 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 		defer s.wg.Done()
 		if err := a.Serve(runCtx, ln); err != nil && runCtx.Err() == nil {
 			log.Error("agent socket failed", "err", err)
+			if errors.Is(err, agent.ErrSocketLost) {
+				// The agent has deleted its keys; stop the process the
+				// way every mode already handles.
+				syscall.Kill(os.Getpid(), syscall.SIGTERM)
+			}
 		}
 	}()
 	go func() {
