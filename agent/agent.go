@@ -92,6 +92,13 @@ type Options struct {
 	// Certificates, when enabled, add an OS Login certificate for the
 	// destination of each connection (see identities.go).
 	Certificates CertOptions
+	// Destinations, when set, answers the destination extensions for the
+	// helpers ssh starts (see extension_dest.go); nil refuses them.
+	Destinations Destinations
+	// HelperExecutable is the only program whose connections may use the
+	// destination extensions; empty means this process's own executable.
+	// Tests name their test binary here.
+	HelperExecutable string
 }
 
 // KeyInfo describes one of the agent's keys.
@@ -124,6 +131,8 @@ type Agent struct {
 	now          func() time.Time
 	uid          int // the agent's real uid, for the peer check
 	genKey       func(signer.KeyType) (*signer.Key, error)
+	dests        Destinations // nil: destination extensions refused
+	helperExe    string       // the executable allowed to use them
 
 	// unlockDelayStep is the extra delay per failed unlock (OpenSSH: 0.1s,
 	// capped at 100 steps). Tests shrink it.
@@ -180,6 +189,7 @@ func New(opts Options) (*Agent, error) {
 		now:             opts.Now,
 		uid:             os.Getuid(),
 		genKey:          signer.Generate,
+		dests:           opts.Destinations,
 		unlockDelayStep: 100 * time.Millisecond,
 		socketCheck:     time.Second,
 		idleTimeout:     DefaultIdleTimeout,
@@ -238,6 +248,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.Certificates.enabled() {
 		a.certs = newCertStore(opts.Certificates, a.log, a.now)
+	}
+	if a.dests != nil {
+		a.helperExe = resolveHelperExe(opts.HelperExecutable)
 	}
 	a.lease.init(a.retryMin, a.retryMax)
 	a.lock.gate = make(chan struct{}, 1)

@@ -39,6 +39,7 @@ type conn struct {
 	// names the plain key, not the certificate, in its sign requests, so
 	// this is how a signature record learns which certificate it serves.
 	listed *heldCert
+	fdw    *fdWriter // the reply writer, for descriptors a dial passes
 }
 
 var _ sshagent.ExtendedAgent = (*conn)(nil)
