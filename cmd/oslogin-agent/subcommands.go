@@ -7,11 +7,18 @@ import "io"
 // mode: `oslogin-agent [flags] -- COMMAND` starts with a flag or "--", and a
 // program that happens to be called known-hosts still runs as
 // `oslogin-agent -- known-hosts`.
-var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
-	"known-hosts": runKnownHosts,
-	"ssh-config":  runSSHConfig,
-	"proxy":       runProxy,
-	"tunnel":      runTunnel,
+func subcommand(name string) func(args []string, stdout, stderr io.Writer) int {
+	switch name {
+	case "known-hosts":
+		return runKnownHosts
+	case "ssh-config":
+		return runSSHConfig
+	case "proxy":
+		return runProxy
+	case "tunnel":
+		return runTunnel
+	}
+	return nil
 }
 
 // runSubcommand runs args[0] if it is a reserved word.
@@ -19,8 +26,8 @@ func runSubcommand(args []string, stdout, stderr io.Writer) (int, bool) {
 	if len(args) == 0 {
 		return 0, false
 	}
-	sub, ok := subcommands[args[0]]
-	if !ok {
+	sub := subcommand(args[0])
+	if sub == nil {
 		return 0, false
 	}
 	return sub(args[1:], stdout, stderr), true
