@@ -117,18 +117,23 @@ func (c *Conn) resumeAtLocked(ack uint64) error {
 }
 
 func (c *Conn) trimLocked(ack uint64) {
-	c.out = c.out[ack-c.confirmed:]
-	if len(c.out) == 0 {
-		c.out = nil
-	}
+	c.out.Discard(int(ack - c.confirmed))
 	c.confirmed = ack
 }
 
 // serveLink reads ws until it ends while a sender goroutine writes to it.
 // The error is the one that explains the end: the relay's close frame if
 // there is one.
+//
+// The WebSocket calls themselves get context.Background: the library arms
+// a context.AfterFunc for every Read and Write given a cancellable context,
+// which per 16 KiB frame costs more than the frame's bookkeeping. The link
+// context instead closes the socket once, which unblocks both calls the
+// same way.
 func (c *Conn) serveLink(ws *websocket.Conn) error {
 	ctx, cancel := context.WithCancel(c.ctx)
+	stop := context.AfterFunc(ctx, func() { ws.CloseNow() })
+	defer stop()
 	sendErr := make(chan error, 1)
 	go func() {
 		err := c.send(ctx, ws)
@@ -151,9 +156,13 @@ func (c *Conn) serveLink(ws *websocket.Conn) error {
 // readLoop handles relay frames: DATA into the read buffer (pausing while
 // it is full), ACKs validated and applied, unknown tags ignored.
 func (c *Conn) readLoop(ctx context.Context, ws *websocket.Conn) error {
+	buf := make([]byte, readLimit+1) // reused: DATA is copied out by deliver
 	for {
-		typ, msg, err := ws.Read(ctx)
+		typ, msg, err := readMessage(ws, buf)
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return err
 		}
 		if typ != websocket.MessageBinary {
@@ -181,11 +190,34 @@ func (c *Conn) readLoop(ctx context.Context, ws *websocket.Conn) error {
 	}
 }
 
+// readMessage reads one message into buf, which must exceed the read
+// limit; unlike ws.Read it allocates nothing per message.
+func readMessage(ws *websocket.Conn, buf []byte) (websocket.MessageType, []byte, error) {
+	typ, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	n := 0
+	for {
+		if n == len(buf) {
+			return 0, nil, &ProtocolError{Msg: fmt.Sprintf("message longer than %d bytes", len(buf))}
+		}
+		k, err := r.Read(buf[n:])
+		n += k
+		if err == io.EOF {
+			return typ, buf[:n], nil
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
 // deliver appends DATA to the read buffer once there is room.
 func (c *Conn) deliver(ctx context.Context, p []byte) error {
 	c.mu.Lock()
-	for len(c.in) >= c.opts.MaxBuffered {
-		ch := c.changed
+	for c.in.Len() >= c.opts.MaxBuffered {
+		ch := c.waitChLocked()
 		c.mu.Unlock()
 		select {
 		case <-ch:
@@ -194,7 +226,7 @@ func (c *Conn) deliver(ctx context.Context, p []byte) error {
 		}
 		c.mu.Lock()
 	}
-	c.in = append(c.in, p...)
+	c.in.Write(p, c.in.Len()+len(p)) // may pass MaxBuffered by one frame
 	c.received += uint64(len(p))
 	c.broadcastLocked()
 	c.mu.Unlock()
@@ -230,6 +262,7 @@ func (c *Conn) send(ctx context.Context, ws *websocket.Conn) error {
 		}
 	}()
 	flushDue := false
+	wbuf := make([]byte, 0, 6+MaxDataLen) // reused: Write returns once sent
 	for {
 		select {
 		case <-flushC: // due even while data keeps the loop busy
@@ -242,18 +275,21 @@ func (c *Conn) send(ctx context.Context, ws *websocket.Conn) error {
 		sentData := false
 		switch {
 		case pending > 0 && (pending > ackThreshold || flushDue):
-			msg = appendAck(nil, c.received)
+			msg = appendAck(wbuf[:0], c.received)
 			c.ackedSent = c.received
 			pending, flushDue = 0, false
 		case c.wsSent < c.sent:
-			off := c.wsSent - c.confirmed
-			n := min(c.sent-c.wsSent, MaxDataLen)
-			msg = appendData(make([]byte, 0, 6+n), c.out[off:off+n])
-			c.wsSent += n
+			// A frame ends early where the ring wraps; frames may be short.
+			p := c.out.Peek(int(c.wsSent-c.confirmed), MaxDataLen)
+			msg = appendData(wbuf[:0], p)
+			c.wsSent += uint64(len(p))
 			c.sentMax = max(c.sentMax, c.wsSent)
 			sentData = true
 		}
-		ch := c.changed
+		var ch <-chan struct{}
+		if msg == nil {
+			ch = c.waitChLocked()
+		}
 		c.mu.Unlock()
 		if pending > 0 && flushC == nil {
 			flush = time.NewTimer(c.opts.AckFlush)
@@ -269,7 +305,10 @@ func (c *Conn) send(ctx context.Context, ws *websocket.Conn) error {
 			}
 			continue
 		}
-		if err := ws.Write(ctx, websocket.MessageBinary, msg); err != nil {
+		if err := ws.Write(context.Background(), websocket.MessageBinary, msg); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return err
 		}
 		if sentData {
