@@ -71,14 +71,14 @@ func Dial(ctx context.Context, t Target, opts Options) (*Conn, error) {
 	c := &Conn{target: t, opts: opts, log: opts.Logger, done: make(chan struct{})}
 	c.rdl.init()
 	c.wdl.init()
-	ws, f, err := c.open(ctx, c.connectURL(), false)
+	ws, cork, f, err := c.open(ctx, c.connectURL(), false)
 	if err != nil {
 		return nil, err
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.ws, c.sid = ws, f.sid
 	c.log.Debug("iap tunnel open", "instance", t.Instance, "port", t.Port)
-	go c.run(ws)
+	go c.run(ws, cork)
 	return c, nil
 }
 
