@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/bytering"
 )
 
 // Conn is a TCP stream through IAP. It implements net.Conn. Writes are
@@ -38,8 +40,11 @@ type Conn struct {
 	tokenFetches atomic.Int64
 	reconnects   atomic.Int64
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every state change
+	mu sync.Mutex
+	// changed is closed on the next state change; nil while nobody waits,
+	// so the hot paths (every Write, Read, frame and ACK) neither allocate
+	// nor wake anyone when no goroutine is blocked.
+	changed chan struct{}
 	ws      *websocket.Conn
 	sid     string
 	closing bool
@@ -47,11 +52,11 @@ type Conn struct {
 
 	// client → VM: out holds bytes [confirmed, sent); wsSent is how far the
 	// current WebSocket got, sentMax the furthest any got.
-	out             []byte
+	out             bytering.Ring
 	confirmed, sent uint64
 	wsSent, sentMax uint64
 	// VM → client: in holds received bytes not yet Read.
-	in                  []byte
+	in                  bytering.Ring
 	received, ackedSent uint64
 }
 
@@ -63,24 +68,34 @@ func Dial(ctx context.Context, t Target, opts Options) (*Conn, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	c := &Conn{target: t, opts: opts, log: opts.Logger, done: make(chan struct{}), changed: make(chan struct{})}
+	c := &Conn{target: t, opts: opts, log: opts.Logger, done: make(chan struct{})}
 	c.rdl.init()
 	c.wdl.init()
-	ws, f, err := c.open(ctx, c.connectURL(), false)
+	ws, cork, f, err := c.open(ctx, c.connectURL(), false)
 	if err != nil {
 		return nil, err
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.ws, c.sid = ws, f.sid
 	c.log.Debug("iap tunnel open", "instance", t.Instance, "port", t.Port)
-	go c.run(ws)
+	go c.run(ws, cork)
 	return c, nil
 }
 
 // broadcastLocked wakes everyone waiting on a state change.
 func (c *Conn) broadcastLocked() {
-	close(c.changed)
-	c.changed = make(chan struct{})
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
+}
+
+// waitChLocked returns a channel closed by the next broadcastLocked.
+func (c *Conn) waitChLocked() <-chan struct{} {
+	if c.changed == nil {
+		c.changed = make(chan struct{})
+	}
+	return c.changed
 }
 
 // Reconnects is how many times the session was resumed on a new WebSocket.
@@ -95,12 +110,8 @@ func (c *Conn) TokenFetches() int { return int(c.tokenFetches.Load()) }
 func (c *Conn) Read(p []byte) (int, error) {
 	for {
 		c.mu.Lock()
-		if len(c.in) > 0 {
-			n := copy(p, c.in)
-			c.in = c.in[n:]
-			if len(c.in) == 0 {
-				c.in = nil
-			}
+		if c.in.Len() > 0 {
+			n := c.in.Read(p)
 			c.broadcastLocked()
 			c.mu.Unlock()
 			return n, nil
@@ -117,7 +128,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.mu.Unlock()
 			return 0, nil
 		}
-		ch := c.changed
+		ch := c.waitChLocked()
 		c.mu.Unlock()
 		select {
 		case <-ch:
@@ -146,17 +157,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 			}
 			return written, err
 		}
-		room := c.opts.MaxUnacked - len(c.out)
-		if room > 0 {
-			n := min(room, len(p)-written)
-			c.out = append(c.out, p[written:written+n]...)
+		if n := c.out.Write(p[written:], c.opts.MaxUnacked); n > 0 {
 			c.sent += uint64(n)
 			written += n
 			c.broadcastLocked()
 			c.mu.Unlock()
 			continue
 		}
-		ch := c.changed
+		ch := c.waitChLocked()
 		c.mu.Unlock()
 		select {
 		case <-ch:
@@ -181,7 +189,7 @@ func (c *Conn) Close() error {
 			c.mu.Lock()
 			ended := c.err != nil
 			flushed := ended || (c.ws != nil && c.wsSent == c.sent)
-			ws, ch := c.ws, c.changed
+			ws, ch := c.ws, c.waitChLocked()
 			c.mu.Unlock()
 			if flushed {
 				if ws != nil && !ended {

@@ -32,20 +32,24 @@ func (c *Conn) reconnectURL(sid string, received uint64) string {
 // open upgrades to a WebSocket with a fresh token and reads the first
 // frame, which must be the session id (connect) or the resume position
 // (reconnect). Close codes become *CloseError, HTTP answers *HandshakeError.
-func (c *Conn) open(ctx context.Context, u string, reconnect bool) (*websocket.Conn, frame, error) {
+//
+// The returned corkConn, when not nil, is the WebSocket's TCP connection
+// for the sender to batch frames on.
+func (c *Conn) open(ctx context.Context, u string, reconnect bool) (*websocket.Conn, *corkConn, frame, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
 	defer cancel()
 	tok, err := c.opts.TokenSource.Token()
 	if err != nil {
-		return nil, frame{}, fmt.Errorf("getting an access token for IAP: %w", err)
+		return nil, nil, frame{}, fmt.Errorf("getting an access token for IAP: %w", err)
 	}
 	c.tokenFetches.Add(1)
 	h := http.Header{}
 	h.Set("Authorization", tok.Type()+" "+tok.AccessToken)
 	h.Set("Origin", Origin)
 	h.Set("User-Agent", c.opts.UserAgent)
+	var cork *corkConn
 	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
-		HTTPClient: c.opts.HTTPClient, HTTPHeader: h, Subprotocols: []string{Subprotocol},
+		HTTPClient: corkingClient(c.opts.HTTPClient, &cork), HTTPHeader: h, Subprotocols: []string{Subprotocol},
 		CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
@@ -53,24 +57,24 @@ func (c *Conn) open(ctx context.Context, u string, reconnect bool) (*websocket.C
 			if resp.Body != nil {
 				body, _ = io.ReadAll(io.LimitReader(resp.Body, 1024))
 			}
-			return nil, frame{}, &HandshakeError{Status: resp.StatusCode, Body: string(body)}
+			return nil, nil, frame{}, &HandshakeError{Status: resp.StatusCode, Body: string(body)}
 		}
 		if ctx.Err() != nil {
-			return nil, frame{}, errConnectTimeout
+			return nil, nil, frame{}, errConnectTimeout
 		}
-		return nil, frame{}, fmt.Errorf("connecting to IAP: %w", err)
+		return nil, nil, frame{}, fmt.Errorf("connecting to IAP: %w", err)
 	}
 	ws.SetReadLimit(readLimit)
 	typ, msg, err := ws.Read(ctx)
 	if err != nil {
 		ws.CloseNow()
 		if code := int(websocket.CloseStatus(err)); code != -1 {
-			return nil, frame{}, c.closeError(code, closeReason(err))
+			return nil, nil, frame{}, c.closeError(code, closeReason(err))
 		}
 		if ctx.Err() != nil {
-			return nil, frame{}, errConnectTimeout
+			return nil, nil, frame{}, errConnectTimeout
 		}
-		return nil, frame{}, fmt.Errorf("waiting for IAP to open the tunnel: %w", err)
+		return nil, nil, frame{}, fmt.Errorf("waiting for IAP to open the tunnel: %w", err)
 	}
 	f, err := decodeFrame(msg)
 	want, name := tagConnectSuccessSID, "CONNECT_SUCCESS_SID"
@@ -89,9 +93,9 @@ func (c *Conn) open(ctx context.Context, u string, reconnect bool) (*websocket.C
 	}
 	if err != nil {
 		ws.Close(websocket.StatusProtocolError, "protocol violation")
-		return nil, frame{}, err
+		return nil, nil, frame{}, err
 	}
-	return ws, f, nil
+	return ws, cork, f, nil
 }
 
 func (c *Conn) closeError(code int, reason string) error {

@@ -112,5 +112,9 @@ func (o *Options) defaults() error {
 // ackThreshold: ACK once more than this was received unacked, as gcloud.
 const ackThreshold = 2 * MaxDataLen
 
+// corkBytes is how much the sender gathers into one socket write: four
+// full DATA frames, the size of a direct connection's typical write.
+const corkBytes = 64 << 10
+
 // readLimit admits the largest legal frame with room to spare.
 const readLimit = 64 << 10

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -299,5 +301,81 @@ func TestVersion(t *testing.T) {
 		if code := run(context.Background(), args, &o, &e, noEnv); code != exitOK || !strings.HasPrefix(o.String(), "oslogin-emulator ") || e.Len() != 0 {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, o.String(), e.String())
 		}
+	}
+}
+
+// TestServeTLS starts the TLS listener next to the plain one: both address
+// lines are printed, the CA file holds only a certificate, and a client
+// trusting it gets the same handler over https.
+func TestServeTLS(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--tls-ca-file", caFile, "--project", "demo"}, pw, io.Discard, noEnv)
+		pw.Close()
+	}()
+	br := bufio.NewReader(pr)
+	first, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, br)
+	if !addrLine.MatchString(first) {
+		t.Fatalf("first line %q", first)
+	}
+	m := regexp.MustCompile(`^export OSLOGIN_EMULATOR_TLS_HOST=(127\.0\.0\.1:\d+)\n$`).FindStringSubmatch(second)
+	if m == nil {
+		t.Fatalf("second line %q", second)
+	}
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(pemBytes), "PRIVATE KEY") || !strings.Contains(string(pemBytes), "BEGIN CERTIFICATE") {
+		t.Fatalf("CA file is not a lone certificate:\n%s", pemBytes)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatal("CA file does not parse")
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+m[1]+"/computeMetadata/v1/project/project-id", nil)
+	req.Header.Set("Metadata-Flavor", "Google")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "demo" {
+		t.Errorf("project id over TLS %q", b)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Errorf("exit %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not stop")
+	}
+}
+
+// TestTLSFlagsNeedEachOther: a CA file without a TLS listener is a usage
+// error, and a TLS address off loopback is refused like --listen.
+func TestTLSFlagsNeedEachOther(t *testing.T) {
+	if code := run(context.Background(), []string{"--tls-ca-file", "x.pem"}, io.Discard, io.Discard, noEnv); code != exitUsage {
+		t.Errorf("--tls-ca-file alone: exit %d", code)
+	}
+	if code := run(context.Background(), []string{"--tls-listen", "0.0.0.0:0"}, io.Discard, io.Discard, noEnv); code != exitFailure {
+		t.Errorf("--tls-listen 0.0.0.0:0: exit %d", code)
 	}
 }

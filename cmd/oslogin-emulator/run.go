@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,10 @@ import (
 // at the emulator (oslogin.EmulatorHostEnv; not imported, so that the
 // emulator does not depend on the agent's client code).
 const emulatorHostEnv = "OSLOGIN_EMULATOR_HOST"
+
+// emulatorTLSHostEnv names the optional TLS listener (--tls-listen), for
+// clients such as gcloud that reach the IAP relay only over wss://.
+const emulatorTLSHostEnv = "OSLOGIN_EMULATOR_TLS_HOST"
 
 // Exit statuses.
 const (
@@ -99,12 +104,12 @@ func runAuthorizedKeys(ctx context.Context, args []string, stdout, stderr io.Wri
 
 // serveFlags are the flags of the serving mode.
 type serveFlags struct {
-	listen, configPath, project, projectNumber, keyFile, keyAccount, logLevel string
-	allowNonLoopback                                                          bool
-	serviceAccounts, users, logins, adminLogins, usernames                    []string
-	computeViewers, instances, projectMetadata, grants                        []string
-	purgeDelay, tokenLifetime                                                 time.Duration
-	profileLimit, writeQuota                                                  int
+	listen, tlsListen, tlsCAFile, configPath, project, projectNumber, keyFile, keyAccount, logLevel string
+	allowNonLoopback                                                                                bool
+	serviceAccounts, users, logins, adminLogins, usernames                                          []string
+	computeViewers, instances, projectMetadata, grants                                              []string
+	purgeDelay, tokenLifetime                                                                       time.Duration
+	profileLimit, writeQuota                                                                        int
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -112,6 +117,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	var f serveFlags
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:0", "address to listen on; the bound address is printed as export "+emulatorHostEnv+"=host:port")
+	fs.StringVar(&f.tlsListen, "tls-listen", "", "also serve over TLS on this `ADDRESS` (e.g. 127.0.0.1:0), with a self-signed certificate made at start; printed as export "+emulatorTLSHostEnv+"=host:port (gcloud's IAP tunnel needs wss://)")
+	fs.StringVar(&f.tlsCAFile, "tls-ca-file", "", "write the TLS certificate (public; the key is never written) to `PATH` for clients to trust, e.g. CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE")
 	fs.BoolVar(&f.allowNonLoopback, "allow-non-loopback", false, "permit a --listen address outside loopback (the admin API still answers loopback only)")
 	fs.StringVar(&f.configPath, "config", "", "JSON configuration file (see emulator.ParseConfig)")
 	fs.StringVar(&f.project, "project", "", "project id (default "+emulator.DefaultProjectID+")")
@@ -165,10 +172,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if f.tlsCAFile != "" && f.tlsListen == "" {
+		fmt.Fprintln(stderr, "oslogin-emulator: --tls-ca-file needs --tls-listen")
+		return exitUsage
+	}
 	if !f.allowNonLoopback {
-		if err := checkLoopback(f.listen); err != nil {
-			fmt.Fprintf(stderr, "oslogin-emulator: %v\n", err)
-			return exitFailure
+		for _, a := range []string{f.listen, f.tlsListen} {
+			if a == "" {
+				continue
+			}
+			if err := checkLoopback(a); err != nil {
+				fmt.Fprintf(stderr, "oslogin-emulator: %v\n", err)
+				return exitFailure
+			}
 		}
 	}
 	// Building the emulator checks the whole configuration (instance names,
@@ -315,27 +331,73 @@ func serve(ctx context.Context, f serveFlags, emu *emulator.Emulator, logger *sl
 			return err
 		}
 	}
-	srv := &http.Server{Handler: emu.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	if _, err := fmt.Fprintf(stdout, "export %s=%s\n", emulatorHostEnv, addr); err != nil {
+	var tlsLn net.Listener
+	if f.tlsListen != "" {
+		if tlsLn, err = listenTLS(f.tlsListen, f.tlsCAFile); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	srvs := []*http.Server{{Handler: emu.Handler(), ReadHeaderTimeout: 10 * time.Second}}
+	lns := []net.Listener{ln}
+	if tlsLn != nil {
+		srvs = append(srvs, &http.Server{Handler: emu.Handler(), ReadHeaderTimeout: 10 * time.Second})
+		lns = append(lns, tlsLn)
+	}
+	served := make(chan error, len(srvs))
+	for i, srv := range srvs {
+		go func() { served <- srv.Serve(lns[i]) }()
+	}
+	out := fmt.Sprintf("export %s=%s\n", emulatorHostEnv, addr)
+	if tlsLn != nil {
+		out += fmt.Sprintf("export %s=%s\n", emulatorTLSHostEnv, tlsLn.Addr())
+	}
+	if _, err := io.WriteString(stdout, out); err != nil {
 		logger.Warn("cannot print the address", "err", err)
 	}
 	logger.Info("serving", "addr", addr, "project", emu.Config().ProjectID)
 
+	var serveErr error
+	pending := len(srvs)
 	select {
 	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
+		serveErr = fmt.Errorf("serve: %w", err)
+		pending--
 	case <-ctx.Done():
 	}
 	emu.Close() // release stalled requests so shutdown is prompt
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	for _, srv := range srvs {
+		if err := srv.Shutdown(shutdownCtx); err != nil && serveErr == nil {
+			serveErr = fmt.Errorf("shutdown: %w", err)
+		}
 	}
-	<-served // Serve returned ErrServerClosed
-	return nil
+	for range pending {
+		<-served // each Serve returns ErrServerClosed
+	}
+	return serveErr
+}
+
+// listenTLS listens on addr with a fresh self-signed certificate and, if
+// caFile is set, writes that certificate there before anyone is told the
+// address.
+func listenTLS(addr, caFile string) (net.Listener, error) {
+	cert, certPEM, err := selfSignedTLS(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if caFile != "" {
+		if err := writeCAFile(caFile, certPEM); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-listen: %w", err)
+	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"}}), nil
 }
 
 func writeKeyFile(emu *emulator.Emulator, email, path, tokenURI string) error {

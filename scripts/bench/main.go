@@ -49,6 +49,9 @@ func main() {
 	// server or Google, and no credentials on this machine are read.
 	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
 	os.Unsetenv("GOOGLE_APPLICATION_CREDENTIALS")
+	if os.Getenv(tunnelHelperEnv) != "" {
+		os.Exit(tunnelHelper()) // ssh runs this program as its ProxyCommand
+	}
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -111,7 +114,7 @@ func run(args []string) int {
 		logins   = fs.Int("logins", 20, "logins (ssh host true) per agent")
 		ansible  = fs.Int("ansible", 3, "Ansible playbook runs per agent (0: none)")
 		costMin  = fs.Duration("api-cost-min", 60*time.Second, "minimum running time of the API-cost agent")
-		skip     = fs.String("skip", "", "comma-separated parts to skip: sign,start,logins,ansible,api")
+		skip     = fs.String("skip", "", "comma-separated parts to skip: sign,start,logins,ansible,api,tunnel")
 		quiet    = fs.Bool("q", false, "no progress lines")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -253,6 +256,12 @@ func (b *bench) run() (*Report, error) {
 			b.progress("  " + sshd.Binary + " is not installed; logins skipped")
 		} else if rep.Logins, rep.Ansible, err = b.loginBench(); err != nil {
 			return nil, fmt.Errorf("logins: %w", err)
+		}
+	}
+	if !b.skip["tunnel"] {
+		b.progress("IAP tunnel: gcloud, iaptunnel and direct TCP through the emulator's relay")
+		if rep.Tunnel, err = b.tunnelBench(); err != nil {
+			return nil, fmt.Errorf("tunnel: %w", err)
 		}
 	}
 	if cost != nil {

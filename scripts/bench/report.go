@@ -23,6 +23,7 @@ type Report struct {
 	Memory      []MemRow       `json:"memory,omitempty"`
 	Startup     []StartRow     `json:"start_to_ready,omitempty"`
 	Logins      *LoginResult   `json:"logins,omitempty"`
+	Tunnel      *TunnelResult  `json:"tunnel,omitempty"`
 	Ansible     *AnsibleResult `json:"ansible,omitempty"`
 	APIHour     *APIHour       `json:"api_cost_per_hour,omitempty"`
 	Targets     []Target       `json:"targets"`
@@ -204,6 +205,9 @@ func (r *Report) print(w io.Writer) {
 		fmt.Fprintf(tw, "mean ms\t%.1f\t%.1f\t%.3f\t\n", l.OslMeanMs, l.SSHMeanMs, l.RatioMean)
 		tw.Flush()
 		fmt.Fprintf(w, "failures: %d; emulator calls during the logins: %s\n", l.Failures, l.APICalls)
+	}
+	if t := r.Tunnel; t != nil {
+		t.print(w)
 	}
 	if a := r.Ansible; a != nil {
 		fmt.Fprintf(w, "\nAnsible — playbook (7 tasks) over %d sshd hosts, forks 10, pipelining, fresh ControlPersist masters per run\n", a.Hosts)

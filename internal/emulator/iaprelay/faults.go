@@ -161,6 +161,7 @@ func (r *Relay) SetFault(f Fault) error {
 	defer r.mu.Unlock()
 	r.faultSeq++
 	r.faults = append(r.faults, installedFault{Fault: f, id: r.faultSeq})
+	r.nfaults.Store(int64(len(r.faults)))
 	return nil
 }
 
@@ -180,6 +181,7 @@ func (r *Relay) ClearFaults() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.faults = nil
+	r.nfaults.Store(0)
 }
 
 // useLocked counts one firing of fault i and removes it when spent,
@@ -193,6 +195,7 @@ func (r *Relay) useLocked(i int) (removed bool) {
 		return false
 	}
 	r.faults = append(r.faults[:i], r.faults[i+1:]...)
+	r.nfaults.Store(int64(len(r.faults)))
 	return true
 }
 
@@ -236,6 +239,9 @@ func (r *Relay) frameFaults(l *link, dir direction, n int) action {
 		before = l.up.Add(int64(n)) - int64(n)
 	} else {
 		before = l.down.Add(int64(n)) - int64(n)
+	}
+	if r.nfaults.Load() == 0 {
+		return action{} // the common case: no relay-wide lock per frame
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

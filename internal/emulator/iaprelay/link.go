@@ -2,6 +2,8 @@ package iaprelay
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,6 +120,7 @@ func (l *link) write(done chan<- struct{}) {
 	var flush *time.Timer
 	var flushC <-chan time.Time
 	flushDue := false
+	wbuf := make([]byte, 0, 6+MaxDataLen) // reused: Write returns once sent
 	defer func() {
 		if flush != nil {
 			flush.Stop()
@@ -128,18 +131,19 @@ func (l *link) write(done chan<- struct{}) {
 		var msg []byte
 		var n int
 		resent := false
-		end := s.acked + uint64(len(s.buf))
+		end := s.acked + uint64(s.buf.Len())
 		pending := s.received - s.ackSent
 		finish := false
 		switch {
 		case pending > 0 && (pending >= uint64(opts.AckThreshold) || flushDue):
-			msg = AppendAck(nil, s.received)
+			msg = AppendAck(wbuf[:0], s.received)
 			s.ackSent = s.received
 			pending, flushDue = 0, false
 		case l.sentPos < end:
-			off := l.sentPos - s.acked
-			n = int(min(end-l.sentPos, MaxDataLen))
-			msg = AppendData(make([]byte, 0, 6+n), s.buf[off:off+uint64(n)])
+			// A frame ends early where the ring wraps; frames may be short.
+			p := s.buf.Peek(int(l.sentPos-s.acked), MaxDataLen)
+			n = len(p)
+			msg = AppendData(wbuf[:0], p)
 			resent = l.sentPos < s.sentMax
 			// Registered as sent before the write, so a fast ACK is valid.
 			l.sentPos += uint64(n)
@@ -172,7 +176,7 @@ func (l *link) write(done chan<- struct{}) {
 		if resent {
 			s.r.count(func(st *Stats) { st.BytesResent += int64(n) })
 		}
-		if err := l.ws.Write(l.ctx, websocket.MessageBinary, msg); err != nil {
+		if err := l.ws.Write(context.Background(), websocket.MessageBinary, msg); err != nil {
 			l.end(0, true)
 			break
 		}
@@ -192,8 +196,9 @@ func (l *link) write(done chan<- struct{}) {
 // stopped it keeps reading only to complete the close handshake.
 func (l *link) read() {
 	s := l.s
+	buf := make([]byte, readLimit+1) // reused: DATA is written out before the next read
 	for {
-		typ, msg, err := l.ws.Read(l.ctx)
+		typ, msg, err := readMessage(l.ws, buf)
 		if err != nil {
 			if websocket.CloseStatus(err) == websocket.StatusNormalClosure && !l.stopped() {
 				// The client ended the session on purpose: unlike a drop,
@@ -238,7 +243,7 @@ func (l *link) read() {
 			s.mu.Lock()
 			s.received += uint64(len(f.Data))
 			s.mu.Unlock()
-			s.r.count(func(st *Stats) { st.BytesUp += int64(len(f.Data)) })
+			s.r.bytesUp.Add(int64(len(f.Data)))
 			l.kick()
 		case TagAck:
 			if len(f.Rest) != 0 {
@@ -257,9 +262,39 @@ func (l *link) read() {
 	}
 }
 
+// readMessage reads one message into buf, which must exceed the read
+// limit; unlike ws.Read it allocates nothing per message.
+func readMessage(ws *websocket.Conn, buf []byte) (websocket.MessageType, []byte, error) {
+	typ, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	n := 0
+	for {
+		if n == len(buf) {
+			return 0, nil, fmt.Errorf("message longer than %d bytes", len(buf))
+		}
+		k, err := r.Read(buf[n:])
+		n += k
+		if err == io.EOF {
+			return typ, buf[:n], nil
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
 // run serves the link until its WebSocket ends, then detaches it. The
 // token's expiry closes it with 4004 so the client resumes with a fresh one.
+//
+// The WebSocket calls get context.Background: the library arms a
+// context.AfterFunc per Read and Write given a cancellable context, a cost
+// per 16 KiB frame. Relay.Close instead closes the socket once, through
+// the relay context, which aborts a stuck Read or Write just the same.
 func (l *link) run(expiry time.Time) {
+	stop := context.AfterFunc(l.ctx, func() { l.ws.CloseNow() })
+	defer stop()
 	l.expires = expiry
 	if !expiry.IsZero() {
 		l.expiry = time.AfterFunc(expiry.Sub(l.s.r.opts.Now()), func() {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -109,6 +110,11 @@ type Relay struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the relay starts, and every handler
 
+	// Per-frame counters, kept apart from mu so that forwarding a frame
+	// takes no relay-wide lock when no fault is installed.
+	bytesUp, bytesDown atomic.Int64
+	nfaults            atomic.Int64 // len(faults), for frameFaults' fast path
+
 	mu       sync.Mutex
 	closed   bool
 	sessions map[string]*session
@@ -142,6 +148,7 @@ func (r *Relay) Stats() Stats {
 	defer r.mu.Unlock()
 	s := r.stats
 	s.SessionsOpen = len(r.sessions)
+	s.BytesUp, s.BytesDown = r.bytesUp.Load(), r.bytesDown.Load()
 	return s
 }
 

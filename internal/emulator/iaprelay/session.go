@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/oslogin-agent/oslogin-agent/internal/bytering"
 )
 
 // session is one tunnel: a backend TCP connection and the byte accounting
@@ -29,7 +31,7 @@ type session struct {
 
 	// backend → client. buf holds every byte not yet ACKed by the client;
 	// buf[0] is at absolute position acked.
-	buf        []byte
+	buf        bytering.Ring
 	acked      uint64
 	sentMax    uint64 // highest position written to any WebSocket
 	backendErr error  // why the backend read side ended (io.EOF: cleanly)
@@ -52,7 +54,7 @@ func (s *session) readBackend() {
 	limit := s.r.opts.MaxUnacked
 	for {
 		s.mu.Lock()
-		for !s.closed && len(s.buf) >= limit {
+		for !s.closed && s.buf.Len() >= limit {
 			s.mu.Unlock()
 			select {
 			case <-s.wake:
@@ -64,19 +66,19 @@ func (s *session) readBackend() {
 			s.mu.Unlock()
 			return
 		}
-		n := min(limit-len(s.buf), len(chunk))
+		n := min(limit-s.buf.Len(), len(chunk))
 		s.mu.Unlock()
 
 		k, err := s.backend.Read(chunk[:n])
 		s.mu.Lock()
-		s.buf = append(s.buf, chunk[:k]...)
+		s.buf.Write(chunk[:k], limit)
 		if err != nil {
 			s.backendErr = err
 		}
 		l := s.link
 		s.mu.Unlock()
 		if k > 0 {
-			s.r.count(func(st *Stats) { st.BytesDown += int64(k) })
+			s.r.bytesDown.Add(int64(k))
 		}
 		if l != nil {
 			l.kick()
@@ -113,11 +115,8 @@ func (s *session) ackFromClient(l *link, ack uint64) CloseCode {
 
 // trimLocked drops buffered bytes up to ack and wakes the backend reader.
 func (s *session) trimLocked(ack uint64) {
-	s.buf = s.buf[ack-s.acked:]
+	s.buf.Discard(int(ack - s.acked))
 	s.acked = ack
-	if len(s.buf) == 0 {
-		s.buf = nil // let the old array go
-	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
