@@ -2,6 +2,7 @@ package iaptunnel
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -44,20 +45,26 @@ func appendData(b, p []byte) []byte {
 // decodeFrame parses one message. Trailing bytes after a known frame are
 // tolerated (gcloud logs and drops them); an unknown tag decodes to the tag
 // alone so the caller can ignore it.
+// errTruncated marks a message shorter than its frame says: a relay never
+// sends one, but the WebSocket library can hand over a message cut short
+// by a broken connection as complete (when the connection ends where a
+// payload read begins), so the session treats it as a drop and resumes.
+var errTruncated = errors.New("cut short")
+
 func decodeFrame(msg []byte) (frame, error) {
 	if len(msg) < 2 {
-		return frame{}, fmt.Errorf("frame of %d bytes has no tag", len(msg))
+		return frame{}, fmt.Errorf("frame of %d bytes has no tag: %w", len(msg), errTruncated)
 	}
 	f := frame{tag: binary.BigEndian.Uint16(msg)}
 	body := msg[2:]
 	switch f.tag {
 	case tagConnectSuccessSID, tagData:
 		if len(body) < 4 {
-			return frame{}, fmt.Errorf("frame tag %d has no length", f.tag)
+			return frame{}, fmt.Errorf("frame tag %d has no length: %w", f.tag, errTruncated)
 		}
 		n := binary.BigEndian.Uint32(body)
 		if uint64(n) > uint64(len(body)-4) {
-			return frame{}, fmt.Errorf("frame tag %d announces %d bytes but has %d", f.tag, n, len(body)-4)
+			return frame{}, fmt.Errorf("frame tag %d announces %d bytes but has %d: %w", f.tag, n, len(body)-4, errTruncated)
 		}
 		if f.tag == tagData {
 			f.data = body[4 : 4+n]
@@ -66,7 +73,7 @@ func decodeFrame(msg []byte) (frame, error) {
 		}
 	case tagReconnectSuccessAck, tagAck:
 		if len(body) < 8 {
-			return frame{}, fmt.Errorf("frame tag %d needs 8 bytes, has %d", f.tag, len(body))
+			return frame{}, fmt.Errorf("frame tag %d needs 8 bytes, has %d: %w", f.tag, len(body), errTruncated)
 		}
 		f.ack = binary.BigEndian.Uint64(body)
 	}

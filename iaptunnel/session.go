@@ -169,6 +169,9 @@ func (c *Conn) readLoop(ctx context.Context, ws *websocket.Conn) error {
 			return &ProtocolError{Msg: "text message"}
 		}
 		f, err := decodeFrame(msg)
+		if errors.Is(err, errTruncated) {
+			return fmt.Errorf("websocket message %v: the connection broke", err)
+		}
 		if err != nil {
 			return &ProtocolError{Msg: err.Error()}
 		}
