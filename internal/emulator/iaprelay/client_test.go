@@ -2,6 +2,7 @@ package iaprelay_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -182,6 +183,17 @@ func (c *client) loop() {
 				return
 			}
 		}
+		if short(msg) {
+			// The library can hand over a message cut short by the relay
+			// dropping the connection (io.EOF between two payload reads)
+			// as complete: it is a drop, resumed like any other.
+			ws.CloseNow()
+			if err := c.resume(); err != nil {
+				c.end(err)
+				return
+			}
+			continue
+		}
 		if err := c.handle(ws, msg); err != nil {
 			ws.CloseNow()
 			c.end(err)
@@ -293,4 +305,18 @@ func (c *client) resume() error {
 		return nil
 	}
 	return fmt.Errorf("reconnect: %w", last)
+}
+
+// short reports a DATA or ACK message shorter than its frame says.
+func short(msg []byte) bool {
+	if len(msg) < 2 {
+		return true
+	}
+	switch binary.BigEndian.Uint16(msg) {
+	case iaprelay.TagData:
+		return len(msg) < 6 || uint64(binary.BigEndian.Uint32(msg[2:])) > uint64(len(msg)-6)
+	case iaprelay.TagAck:
+		return len(msg) < 10
+	}
+	return false
 }
