@@ -116,6 +116,9 @@ func parseFlags(args []string) (*config, *pflag.FlagSet, error) {
 	if err := cfg.check(); err != nil {
 		return nil, fs, err
 	}
+	if cfg.kill { // talks to no service
+		return cfg, fs, nil
+	}
 	cfg.endpoints, err = oslogin.ResolveEndpoints(oslogin.EndpointOverrides{OSLogin: cfg.endpoint, TokenInfo: cfg.tokenInfo}, os.Getenv)
 	if err != nil {
 		return nil, fs, usagef("%v", err)
