@@ -335,6 +335,9 @@ func TestSocketActivationRefusals(t *testing.T) {
 			if n := len(v.emu.Emulator.Keys(v.email)); n != 0 {
 				t.Fatalf("%d keys registered", n)
 			}
+			if n := v.writes(); n != 0 {
+				t.Fatalf("%d OS Login writes; a socket that cannot be served must cost none", n)
+			}
 		})
 	}
 }

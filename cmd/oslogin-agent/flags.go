@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
@@ -48,7 +49,7 @@ type config struct {
 	version     bool
 	help        bool
 	command     []string
-	activation  activation // the socket systemd passed, with -D
+	activated   net.Listener // the socket systemd passed, with -D
 }
 
 // usageError is a mistake on the command line: exit status 2.

@@ -35,7 +35,7 @@ type session struct {
 func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session, error) {
 	agent.Harden(log)
 	socket := cfg.socket
-	if socket == "" && cfg.activation.fds == 0 {
+	if socket == "" && cfg.activated == nil {
 		var err error
 		if socket, err = agent.DefaultSocketPath(); err != nil {
 			return nil, err
@@ -77,16 +77,10 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 		}
 		return nil, errors.Join(err, closeAgent(a))
 	}
-	var ln net.Listener
-	if cfg.activation.fds > 0 {
-		ln, err = cfg.activation.listener()
-		if err == nil {
-			socket = ln.Addr().String()
-		}
-	} else {
-		ln, err = agent.Listen(socket)
-	}
-	if err != nil {
+	ln := cfg.activated
+	if ln != nil {
+		socket = ln.Addr().String()
+	} else if ln, err = agent.Listen(socket); err != nil {
 		return nil, errors.Join(err, closeAgent(a))
 	}
 	runCtx, cancel := context.WithCancel(ctx)
