@@ -272,6 +272,38 @@ func TestSocketActivation(t *testing.T) {
 	}
 }
 
+// TestSystemdUnitsVerify has systemd-analyze check the units offline, with
+// the binary where go install puts it (%h/go/bin; %h is the test's own
+// HOME, see testenv).
+func TestSystemdUnitsVerify(t *testing.T) {
+	needTools(t, "systemd-analyze")
+	home, err := os.UserHomeDir()
+	if err != nil || !strings.Contains(home, "oslogin-test-home-") {
+		t.Fatalf("HOME %q is not the test's own", home)
+	}
+	if err := os.MkdirAll(filepath.Join(home, "go", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(bins.agent, filepath.Join(home, "go", "bin", "oslogin-agent")); err != nil && !errors.Is(err, os.ErrExist) {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, u := range []string{"oslogin-agent.socket", "oslogin-agent.service"} {
+		b, err := os.ReadFile(filepath.Join("..", "contrib", "systemd", u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, u), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("systemd-analyze", "verify", "--man=no", "./oslogin-agent.socket", "./oslogin-agent.service")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
 // TestSocketActivationRefusals: sockets the agent cannot serve are refused
 // with a clear message, and no key is registered.
 func TestSocketActivationRefusals(t *testing.T) {
