@@ -57,6 +57,8 @@ func TestMoreBadInput(t *testing.T) {
 			status: 1, want: "refused to connect beyond this machine"},
 		{name: "local metadata server without the emulator variable", noEndpoint: true, status: 2,
 			want: "so a local token would be sent to Google; set OSLOGIN_EMULATOR_HOST="},
+		{name: "no emulator at OSLOGIN_EMULATOR_HOST", noEndpoint: true, env: []string{"OSLOGIN_EMULATOR_HOST=127.0.0.1:1"}, status: 1,
+			want: "nothing answers at OSLOGIN_EMULATOR_HOST=127.0.0.1:1: start oslogin-emulator"},
 		{name: "service-account key broken", env: []string{"GOOGLE_APPLICATION_CREDENTIALS=" + brokenKey(t, dir)},
 			status: 1, want: "is broken: its private_key is not PEM-encoded; nothing was sent to Google"},
 	}

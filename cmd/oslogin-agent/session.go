@@ -43,6 +43,16 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 	}
 	startCtx, cancelStart := context.WithTimeout(ctx, cfg.startTime)
 	defer cancelStart()
+	if emu := cfg.endpoints.Emulator; emu != "" {
+		// Say so plainly when the emulator is not there, rather than as a
+		// failed token request.
+		c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(startCtx, "tcp", emu)
+		if err != nil {
+			return nil, fmt.Errorf("nothing answers at %s=%s: start oslogin-emulator (it prints the address to use) or correct the variable",
+				oslogin.EmulatorHostEnv, emu)
+		}
+		c.Close()
+	}
 	id, err := oslogin.FindIdentity(startCtx, oslogin.IdentityOptions{
 		Account: cfg.account, Project: cfg.project,
 		TokenInfoURL: cfg.endpoints.TokenInfo, HTTPClient: cfg.endpoints.HTTPClient(),
