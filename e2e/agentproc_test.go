@@ -20,14 +20,15 @@ type agentProc struct {
 	stderr *syncBuffer
 }
 
-// startAgent runs `oslogin-agent -D -s` against the vm's emulator and waits
-// for the shell lines it prints once its key is registered.
+// startAgent runs `oslogin-agent -D -s` against the vm's emulator, named
+// by OSLOGIN_EMULATOR_HOST alone as a user would, and waits for the shell
+// lines it prints once its key is registered.
 func (v *vm) startAgent(t *testing.T, sock string, extra ...string) *agentProc {
 	t.Helper()
 	if sock == "" {
 		sock = filepath.Join(t.TempDir(), "agent.sock")
 	}
-	args := append([]string{"-D", "-s", "-a", sock, "--endpoint", v.emu.URL, "--propagation", "0s"}, extra...)
+	args := append([]string{"-D", "-s", "-a", sock, "--propagation", "0s"}, extra...)
 	cmd := exec.Command(bins.agent, args...)
 	// OSLOGIN_EMULATOR_HOST: the agent's Compute API and IAP relay, which
 	// answer the helpers ssh starts, are the emulator's too, and nothing

@@ -55,6 +55,10 @@ func TestMoreBadInput(t *testing.T) {
 			status: 2, want: "is not on this machine, but OSLOGIN_EMULATOR_HOST is set"},
 		{name: "credentials naming Google while the emulator is set", emuVar: true, googleKey: true,
 			status: 1, want: "refused to connect beyond this machine"},
+		{name: "local metadata server without the emulator variable", noEndpoint: true, status: 2,
+			want: "so a local token would be sent to Google; set OSLOGIN_EMULATOR_HOST="},
+		{name: "no emulator at OSLOGIN_EMULATOR_HOST", noEndpoint: true, env: []string{"OSLOGIN_EMULATOR_HOST=127.0.0.1:1"}, status: 1,
+			want: "nothing answers at OSLOGIN_EMULATOR_HOST=127.0.0.1:1: start oslogin-emulator"},
 		{name: "service-account key broken", env: []string{"GOOGLE_APPLICATION_CREDENTIALS=" + brokenKey(t, dir)},
 			status: 1, want: "is broken: its private_key is not PEM-encoded; nothing was sent to Google"},
 	}
@@ -76,6 +80,7 @@ type badInput struct {
 	// emuVar sets OSLOGIN_EMULATOR_HOST to the emulator; googleKey points
 	// GOOGLE_APPLICATION_CREDENTIALS at a key whose token_uri is Google's.
 	emuVar, googleKey bool
+	noEndpoint        bool // no --endpoint: GCE_METADATA_HOST alone names the emulator
 	status            int
 	want              string // in the last stderr line
 }
@@ -103,7 +108,11 @@ func (tc badInput) check(t *testing.T) {
 	v := &vm{emu: srv, email: email}
 	sockDir := t.TempDir()
 	sock := filepath.Join(sockDir, "agent.sock")
-	args := append([]string{"-D", "-a", sock, "--endpoint", srv.URL, "--start-timeout", "10s"}, tc.args...)
+	args := []string{"-D", "-a", sock, "--start-timeout", "10s"}
+	if !tc.noEndpoint {
+		args = append(args, "--endpoint", srv.URL)
+	}
+	args = append(args, tc.args...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins.agent, args...)

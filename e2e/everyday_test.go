@@ -154,28 +154,34 @@ func TestCommandModeIsQuiet(t *testing.T) {
 // activated runs the service unit's ExecStart arguments behind
 // systemd-socket-activate, listening where the socket unit says, with
 // the unit's %t (the runtime directory) in a temporary directory.
-func (v *vm) activated(t *testing.T, env []string, listen []string, args []string) (*exec.Cmd, *syncBuffer) {
+//
+// exited is closed once the process has exited and cmd.ProcessState is set.
+func (v *vm) activated(t *testing.T, env []string, listen []string, args []string) (cmd *exec.Cmd, stderr *syncBuffer, exited <-chan struct{}) {
 	t.Helper()
 	saArgs := []string{"-E", "OSLOGIN_EMULATOR_HOST=" + v.emu.Host}
 	for _, l := range listen {
 		saArgs = append(saArgs, "-l", l)
 	}
-	cmd := exec.Command("systemd-socket-activate", append(append(saArgs, bins.agent), args...)...)
+	cmd = exec.Command("systemd-socket-activate", append(append(saArgs, bins.agent), args...)...)
 	cmd.Env = env
-	stderr := &syncBuffer{}
+	stderr = &syncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case <-done:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM)
+		}
+		select {
+		case <-done:
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
-			<-exited
+			<-done
 		}
 		if t.Failed() {
 			t.Logf("systemd-socket-activate and agent stderr:\n%s", stderr.String())
@@ -188,7 +194,7 @@ func (v *vm) activated(t *testing.T, env []string, listen []string, args []strin
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return cmd, stderr
+	return cmd, stderr, done
 }
 
 // unitValue reads Key= from a unit file in contrib/systemd.
@@ -228,7 +234,7 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	env, conns := v.emulatorEnv(t)
-	cmd, _ := v.activated(t, env, []string{sock}, execStart[1:])
+	cmd, _, exited := v.activated(t, env, []string{sock}, execStart[1:])
 	if len(v.emu.Emulator.Keys(v.email)) != 0 {
 		t.Fatal("a key was registered before the first connection")
 	}
@@ -247,19 +253,13 @@ func TestSocketActivation(t *testing.T) {
 	// systemd stops a service with SIGTERM; systemd-socket-activate
 	// exec'ed the agent, so it is the agent that gets it.
 	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() {
-		for range 300 {
-			if cmd.ProcessState != nil || syscall.Kill(cmd.Process.Pid, 0) != nil {
-				done <- nil
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		done <- errors.New("still running")
-	}()
-	if err := <-done; err != nil {
-		t.Fatalf("agent after SIGTERM: %v", err)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent did not exit after SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("the agent exited %d after SIGTERM, want 0", code)
 	}
 	if n := len(v.emu.Emulator.Keys(v.email)); n != 0 {
 		t.Fatalf("%d keys left after the service stopped", n)
@@ -269,6 +269,38 @@ func TestSocketActivation(t *testing.T) {
 	}
 	if n := conns.Load(); n != 0 {
 		t.Errorf("%d connections went beyond the emulator", n)
+	}
+}
+
+// TestSystemdUnitsVerify has systemd-analyze check the units offline, with
+// the binary where go install puts it (%h/go/bin; %h is the test's own
+// HOME, see testenv).
+func TestSystemdUnitsVerify(t *testing.T) {
+	needTools(t, "systemd-analyze")
+	home, err := os.UserHomeDir()
+	if err != nil || !strings.Contains(home, "oslogin-test-home-") {
+		t.Fatalf("HOME %q is not the test's own", home)
+	}
+	if err := os.MkdirAll(filepath.Join(home, "go", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(bins.agent, filepath.Join(home, "go", "bin", "oslogin-agent")); err != nil && !errors.Is(err, os.ErrExist) {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, u := range []string{"oslogin-agent.socket", "oslogin-agent.service"} {
+		b, err := os.ReadFile(filepath.Join("..", "contrib", "systemd", u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, u), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("systemd-analyze", "verify", "--man=no", "./oslogin-agent.socket", "./oslogin-agent.service")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
 
@@ -305,7 +337,7 @@ func TestSocketActivationRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			env, _ := v.emulatorEnv(t)
 			listen := tc.listen(t.TempDir())
-			cmd, stderr := v.activated(t, env, listen, tc.args)
+			cmd, stderr, exited := v.activated(t, env, listen, tc.args)
 			network := "unix"
 			if !strings.HasPrefix(listen[0], "/") {
 				network = "tcp"
@@ -313,20 +345,12 @@ func TestSocketActivationRefusals(t *testing.T) {
 			if c, err := net.Dial(network, listen[0]); err == nil { // the first connection starts the agent
 				defer c.Close()
 			}
-			exited := make(chan struct{})
-			go func() {
-				for cmd.ProcessState == nil && syscall.Kill(cmd.Process.Pid, 0) == nil {
-					time.Sleep(20 * time.Millisecond)
-				}
-				close(exited)
-			}()
 			select {
 			case <-exited:
 			case <-time.After(30 * time.Second):
 				t.Fatal("the agent did not exit")
 			}
-			time.Sleep(100 * time.Millisecond) // let Wait record the status
-			if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != tc.status {
+			if cmd.ProcessState.ExitCode() != tc.status {
 				t.Fatalf("exit %v, want %d", cmd.ProcessState, tc.status)
 			}
 			if msg := lastLine(stderr.String()); !strings.HasPrefix(msg, "oslogin-agent: ") || !strings.Contains(msg, tc.want) {
@@ -334,6 +358,9 @@ func TestSocketActivationRefusals(t *testing.T) {
 			}
 			if n := len(v.emu.Emulator.Keys(v.email)); n != 0 {
 				t.Fatalf("%d keys registered", n)
+			}
+			if n := v.writes(); n != 0 {
+				t.Fatalf("%d OS Login writes; a socket that cannot be served must cost none", n)
 			}
 		})
 	}

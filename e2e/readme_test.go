@@ -121,3 +121,35 @@ func TestREADMESSHAdvice(t *testing.T) {
 		})
 	}
 }
+
+// TestDemo runs scripts/demo, README's first command, as a new user
+// would: it must log in through the agent with OSLOGIN_EMULATOR_HOST
+// alone naming the emulator, and every command it shows is one it ran.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds both programs once more; skipped with -short")
+	}
+	needTools(t, "bash", "sshd", "ssh", "scp", "ssh-add", "ssh-keygen")
+	cmd := exec.Command("../scripts/demo")
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OSLOGIN_EMULATOR_HOST=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("scripts/demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"hello from ", "256 KiB round trip, identical", "the VM side lists no key", "Permission denied (publickey)", "Done in "} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "$ ") && (strings.Contains(line, "--endpoint") || strings.Contains(line, "GCE_METADATA_HOST")) {
+			t.Errorf("the demo shows %q: OSLOGIN_EMULATOR_HOST alone should do", line)
+		}
+	}
+}

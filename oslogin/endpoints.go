@@ -82,6 +82,16 @@ func ResolveEndpoints(o EndpointOverrides, getenv func(string) string) (Endpoint
 			Emulator:     emu,
 		}
 	}
+	if e.Emulator == "" && o.OSLogin == "" && e.MetadataHost != "" {
+		// The old two-setting way to use the emulator, half done: its
+		// metadata server would hand out a token, and OS Login would be
+		// Google's, which is where that token would go.
+		if host, _, err := net.SplitHostPort(e.MetadataHost); err == nil && isLoopbackHost(host) {
+			return Endpoints{}, &EndpointError{fmt.Sprintf("%s=%s is on this machine, like oslogin-emulator's, but "+
+				"OS Login would be Google's, so a local token would be sent to Google; set %s=%s instead "+
+				"(or pass --endpoint to name the OS Login API)", MetadataHostEnv, e.MetadataHost, EmulatorHostEnv, e.MetadataHost)}
+		}
+	}
 	for _, ov := range []struct {
 		flag, raw string
 		dst       *string

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
@@ -48,7 +49,7 @@ type config struct {
 	version     bool
 	help        bool
 	command     []string
-	activation  activation // the socket systemd passed, with -D
+	activated   net.Listener // the socket systemd passed, with -D
 	certMode    agent.CertMode
 	certScopes  []certScope
 }
@@ -132,6 +133,9 @@ func parseFlags(args []string) (*config, *pflag.FlagSet, error) {
 	}
 	if err := cfg.check(); err != nil {
 		return nil, fs, err
+	}
+	if cfg.kill { // talks to no service
+		return cfg, fs, nil
 	}
 	cfg.endpoints, err = oslogin.ResolveEndpoints(oslogin.EndpointOverrides{OSLogin: cfg.endpoint, TokenInfo: cfg.tokenInfo}, os.Getenv)
 	if err != nil {

@@ -47,7 +47,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case cfg.socket != "":
 			return exitStatus(stderr, usagef("-a cannot be used with a socket from systemd: the socket unit names the path"))
 		}
-		cfg.activation = act
+		// Checked before anything else happens: a socket that cannot be
+		// served must not cost a key registration.
+		if cfg.activated, err = act.listener(); err != nil {
+			return exitStatus(stderr, err)
+		}
 	}
 	if cfg.endpoints.LoopbackOnly() {
 		// Google's libraries (Application Default Credentials, the metadata

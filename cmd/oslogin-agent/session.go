@@ -48,6 +48,16 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 	}
 	startCtx, cancelStart := context.WithTimeout(ctx, cfg.startTime)
 	defer cancelStart()
+	if emu := cfg.endpoints.Emulator; emu != "" {
+		// Say so plainly when the emulator is not there, rather than as a
+		// failed token request.
+		c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(startCtx, "tcp", emu)
+		if err != nil {
+			return nil, fmt.Errorf("nothing answers at %s=%s: start oslogin-emulator (it prints the address to use) or correct the variable",
+				oslogin.EmulatorHostEnv, emu)
+		}
+		c.Close()
+	}
 	id, err := oslogin.FindIdentity(startCtx, oslogin.IdentityOptions{
 		Account: cfg.account, Project: cfg.project,
 		TokenInfoURL: cfg.endpoints.TokenInfo, HTTPClient: cfg.endpoints.HTTPClient(),
@@ -94,16 +104,10 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 		}
 		return nil, errors.Join(err, closeAgent(a))
 	}
-	var ln net.Listener
-	if cfg.activation.fds > 0 {
-		ln, err = cfg.activation.listener()
-		if err == nil {
-			socket = ln.Addr().String()
-		}
-	} else {
-		ln, err = agent.Listen(socket)
-	}
-	if err != nil {
+	ln := cfg.activated
+	if ln != nil {
+		socket = ln.Addr().String()
+	} else if ln, err = agent.Listen(socket); err != nil {
 		dests.Close()
 		return nil, errors.Join(err, closeAgent(a))
 	}
