@@ -101,7 +101,7 @@ func (c SSHConfig) block(host string, lines [][2]string) (string, error) {
 		// ssh runs ProxyCommand through the shell. With fdpass the proxy
 		// hands ssh the connection the agent made and exits, so no
 		// process sits between ssh and a directly reachable VM.
-		lines = append(lines, [2]string{"ProxyCommand", "exec '" + escapePercent(c.Agent) + "' proxy --fdpass %n %p"},
+		lines = append(lines, [2]string{"ProxyCommand", "'" + escapePercent(c.Agent) + "' proxy --fdpass %n %p"},
 			[2]string{"ProxyUseFdpass", "yes"})
 	}
 	var b strings.Builder
