@@ -19,12 +19,12 @@ const proxyUsage = `Usage:
 
 For OpenSSH's ProxyCommand, with the connection handed to ssh:
 
-  ProxyCommand exec /path/to/oslogin-agent proxy --fdpass %n %p
+  ProxyCommand /path/to/oslogin-agent proxy --fdpass %n %p
   ProxyUseFdpass yes
 
 or, without ProxyUseFdpass, carrying the bytes on stdin and stdout:
 
-  ProxyCommand exec /path/to/oslogin-agent proxy %n %p
+  ProxyCommand /path/to/oslogin-agent proxy %n %p
 
 NAME is an instance name, NAME.ZONE.PROJECT or compute.ID. The instance is
 found with the Compute API and reached at its external address when it has
