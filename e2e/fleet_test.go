@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator/iaprelay"
 )
 
@@ -80,7 +81,9 @@ func TestFleet(t *testing.T) {
 	t.Run("ssh reaches every instance, direct or through the relay", func(t *testing.T) {
 		for _, h := range fleetHosts {
 			before := relayStats().Connects
+			start := time.Now()
 			out, err := f.ssh(h, "id -un; echo on-$0").CombinedOutput()
+			t.Logf("ssh %s (direct %v): %v", h.dest(f), h.direct, time.Since(start).Round(time.Millisecond))
 			if want := f.agent.user + "\non-bash\n"; err != nil || string(out) != want {
 				t.Fatalf("ssh %s: %v: %q, want %q", h.dest(f), err, out, want)
 			}
@@ -186,9 +189,9 @@ func TestFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("ansible-playbook over the fleet", func(t *testing.T) {
-		needTools(t, "ansible-playbook")
-		f.ansible(t, fleetHosts)
+	t.Run("README's GitHub Actions recipe: ansible-playbook over the fleet", func(t *testing.T) {
+		needTools(t, "ansible-playbook", "bash")
+		f.readmeRecipe(t, fleetHosts)
 	})
 
 	t.Run("IAP refusals say what to fix and exit non-zero", func(t *testing.T) {
@@ -264,11 +267,32 @@ func TestFleet(t *testing.T) {
 	})
 }
 
-// ansible runs the shared playbook over hosts with ten forks, through the
-// recipe's ssh_config and an inventory of NAME.ZONE.PROJECT names.
-func (f *fleet) ansible(t *testing.T, hosts []*fleetHost) {
+// readmeRecipe runs README's GitHub Actions recipe: the lines of the
+// workflow's Deploy step and the inventory, as written but for the project
+// id (and an ansible_port per host: every sshd here has its own port, where
+// VMs all listen on 22). The step starts its own agent in command mode and
+// appends `oslogin-agent ssh-config` to ~/.ssh/config; ssh reads that file
+// from the passwd entry's home, not $HOME, so Ansible's ssh gets it with -F.
+func (f *fleet) readmeRecipe(t *testing.T, hosts []*fleetHost) {
 	t.Helper()
+	step := deployStep(t)
+	var inv strings.Builder
+	for _, l := range readmeBlock(t, "e2e TestFleet: inventory") {
+		l = strings.ReplaceAll(l, "my-project", f.project)
+		for _, h := range hosts {
+			if strings.TrimSpace(l) == h.dest(f) {
+				l += " ansible_port=" + strconv.Itoa(h.port)
+			}
+		}
+		inv.WriteString(l + "\n")
+	}
+	for _, h := range hosts {
+		if !strings.Contains(inv.String(), h.dest(f)+" ansible_port=") {
+			t.Fatalf("README's inventory does not name %s:\n%s", h.dest(f), inv.String())
+		}
+	}
 	dir := t.TempDir()
+	home := t.TempDir()
 	base := f.v.scratch(t)
 	// ControlPath sockets must fit in 108 bytes: keep their directory short.
 	cp, err := os.MkdirTemp("", "cp")
@@ -282,12 +306,6 @@ func (f *fleet) ansible(t *testing.T, hosts []*fleetHost) {
 		}
 		os.RemoveAll(cp)
 	})
-	var inv strings.Builder
-	inv.WriteString("[fleet]\n")
-	for _, h := range hosts {
-		fmt.Fprintf(&inv, "%s ansible_port=%d\n", h.dest(f), h.port)
-	}
-	fmt.Fprintf(&inv, "\n[fleet:vars]\nbase=%s\n", base)
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
@@ -298,9 +316,9 @@ func (f *fleet) ansible(t *testing.T, hosts []*fleetHost) {
 	write("inventory.ini", inv.String())
 	write("site.yml", playbook)
 	write("motd.j2", "managed by oslogin-agent for {{ inventory_hostname }}\n")
+	// Runner-side settings a workflow would not need: the interpreter, the
+	// scratch directory the "VMs" write to, short control paths.
 	cfg := write("ansible.cfg", fmt.Sprintf(`[defaults]
-inventory = %s
-forks = 10
 interpreter_python = /usr/bin/python3
 retry_files_enabled = False
 timeout = 30
@@ -309,34 +327,45 @@ remote_tmp = %s/.ansible-tmp
 [ssh_connection]
 control_path_dir = %s
 pipelining = True
-`, filepath.Join(dir, "inventory.ini"), filepath.Join(dir, "tmp"), base, cp))
-	// ssh_args in the environment: ansible.cfg would read the % of the
+`, filepath.Join(dir, "tmp"), base, cp))
+	os.MkdirAll(filepath.Join(dir, "group_vars"), 0o755)
+	write(filepath.Join("group_vars", "all.yml"), "base: "+base+"\n")
+	// ssh_args in the environment: ansible.cfg would read the % of a
 	// ProxyCommand as interpolation.
 	var sshArgs []string
-	for _, a := range f.sshArgs(f.config) {
+	for _, a := range f.sshArgs(filepath.Join(home, ".ssh", "config")) {
 		if a == "ControlMaster=no" {
 			a = "ControlMaster=auto"
 		}
 		sshArgs = append(sshArgs, shellQuoteArg(a))
 	}
 	sshArgs = append(sshArgs, "-o", "ControlPersist=60s")
-	cmd := exec.Command("ansible-playbook", filepath.Join(dir, "site.yml"))
+	cmd := exec.Command("bash", "-ec", step)
 	cmd.Dir = dir
-	cmd.Env = append(f.env, "ANSIBLE_CONFIG="+cfg, "ANSIBLE_SSH_ARGS="+strings.Join(sshArgs, " "),
+	cmd.Env = f.v.agentEnv("OSLOGIN_EMULATOR_HOST="+f.v.emu.Host, "HOME="+home,
+		"PATH="+bins.dir+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"ANSIBLE_CONFIG="+cfg, "ANSIBLE_SSH_ARGS="+strings.Join(sshArgs, " "),
 		"ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0")
+	keysBefore := len(f.v.emu.Emulator.Keys(f.v.email))
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	took := time.Since(start)
 	if err != nil {
-		t.Fatalf("ansible-playbook: %v\n%s", err, out)
+		t.Fatalf("README's Deploy step failed: %v\n%s\nstep:\n%s", err, out, step)
 	}
-	t.Logf("ansible-playbook over %d hosts (forks 10): %v", len(hosts), took.Round(time.Millisecond))
+	t.Logf("README's Deploy step (agent start, ssh-config, ansible-playbook over %d hosts, forks 10): %v",
+		len(hosts), took.Round(time.Millisecond))
+	config, _ := os.ReadFile(filepath.Join(home, ".ssh", "config"))
+	if !strings.Contains(string(config), "Host *."+f.zone+"."+f.project+"\n") || !strings.Contains(string(config), "StrictHostKeyChecking yes\n") {
+		t.Errorf("the step wrote ~/.ssh/config:\n%s", config)
+	}
 	recap := regexp.MustCompile(`(?m)^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)`)
 	rows := recap.FindAllStringSubmatch(string(out), -1)
 	if len(rows) != len(hosts) {
 		t.Fatalf("recap has %d hosts, want %d:\n%s", len(rows), len(hosts), out)
 	}
 	for _, r := range rows {
+		// 7 tasks ok; changed: command id, file, copy, template.
 		if r[2] != "7" || r[3] != "4" || r[4] != "0" || r[5] != "0" {
 			t.Errorf("%s: ok=%s changed=%s unreachable=%s failed=%s; want ok=7 changed=4 unreachable=0 failed=0", r[1], r[2], r[3], r[4], r[5])
 		}
@@ -347,6 +376,40 @@ pipelining = True
 			t.Errorf("%s: hello.txt = %q, %v; want %q", h.name, got, err, want)
 		}
 	}
+	if n := len(f.v.emu.Emulator.Keys(f.v.email)); n != keysBefore {
+		t.Errorf("OS Login holds %d keys after the step, %d before: the step's agent left its key", n, keysBefore)
+	}
+}
+
+// deployStep is the shell of the README workflow's Deploy step, with the
+// emulator's project id.
+func deployStep(t *testing.T) string {
+	t.Helper()
+	lines := readmeBlock(t, "e2e TestFleet runs this workflow")
+	var step []string
+	indent := -1
+	for i, l := range lines {
+		if strings.TrimSpace(l) != "- name: Deploy" {
+			continue
+		}
+		if i+1 >= len(lines) || strings.TrimSpace(lines[i+1]) != "run: |" {
+			t.Fatalf("README's Deploy step has no `run: |` after it")
+		}
+		for _, r := range lines[i+2:] {
+			n := len(r) - len(strings.TrimLeft(r, " "))
+			if indent < 0 {
+				indent = n
+			}
+			if n < indent {
+				break
+			}
+			step = append(step, r[indent:])
+		}
+	}
+	if len(step) == 0 {
+		t.Fatal("README's workflow has no Deploy step")
+	}
+	return strings.ReplaceAll(strings.Join(step, "\n")+"\n", "my-project", emulator.DefaultProjectID)
 }
 
 // writeRandom writes n random bytes to path and returns their sha256.
