@@ -89,6 +89,13 @@ type Options struct {
 	// used when the Registrar fails during renewal, rotation, revocation
 	// and Close. Zero means min(1s, TTL/10) and min(30s, TTL/4).
 	RetryMin, RetryMax time.Duration
+	// Destinations, when set, answers the destination extensions for the
+	// helpers ssh starts (see extension_dest.go); nil refuses them.
+	Destinations Destinations
+	// HelperExecutable is the only program whose connections may use the
+	// destination extensions; empty means this process's own executable.
+	// Tests name their test binary here.
+	HelperExecutable string
 }
 
 // KeyInfo describes one of the agent's keys.
@@ -121,6 +128,8 @@ type Agent struct {
 	now          func() time.Time
 	uid          int // the agent's real uid, for the peer check
 	genKey       func(signer.KeyType) (*signer.Key, error)
+	dests        Destinations // nil: destination extensions refused
+	helperExe    string       // the executable allowed to use them
 
 	// unlockDelayStep is the extra delay per failed unlock (OpenSSH: 0.1s,
 	// capped at 100 steps). Tests shrink it.
@@ -164,6 +173,7 @@ func New(opts Options) (*Agent, error) {
 		now:             opts.Now,
 		uid:             os.Getuid(),
 		genKey:          signer.Generate,
+		dests:           opts.Destinations,
 		unlockDelayStep: 100 * time.Millisecond,
 		signers:         make(chan struct{}, runtime.GOMAXPROCS(0)),
 		done:            make(chan struct{}),
@@ -214,6 +224,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if a.now == nil {
 		a.now = time.Now
+	}
+	if a.dests != nil {
+		a.helperExe = resolveHelperExe(opts.HelperExecutable)
 	}
 	a.lease.init(a.retryMin, a.retryMax)
 	return a, nil

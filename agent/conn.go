@@ -34,6 +34,7 @@ type conn struct {
 	peer  peerCred
 	log   *slog.Logger
 	binds []sessionBind
+	fdw   *fdWriter // the reply writer, for descriptors a dial passes
 }
 
 var _ sshagent.ExtendedAgent = (*conn)(nil)

@@ -86,16 +86,25 @@ func (a *Agent) handleConn(ctx context.Context, nc net.Conn) {
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	a.serveConn(a.newConn(ctx, peer), nc)
+	c := a.newConn(ctx, peer)
+	if uc, ok := nc.(*net.UnixConn); ok {
+		c.fdw = &fdWriter{w: nc, uc: uc}
+	}
+	a.serveConn(c, nc)
 }
 
 // serveConn runs the protocol on rw for c until ServeAgent returns.
 func (a *Agent) serveConn(c *conn, rw io.ReadWriter) {
 	c.log.Debug("connection accepted")
+	var w io.Writer = rw
+	if c.fdw != nil {
+		w = c.fdw
+		defer c.fdw.drop()
+	}
 	err := sshagent.ServeAgent(c, struct {
 		io.Reader
 		io.Writer
-	}{newFrameGuard(rw), rw})
+	}{newFrameGuard(rw), w})
 	switch {
 	case errors.Is(err, errFrameTooLarge):
 		c.log.Warn("connection closed: request larger than 256 KiB")

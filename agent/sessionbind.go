@@ -54,6 +54,8 @@ func (c *conn) Extension(name string, contents []byte) ([]byte, error) {
 			return nil, errLocked
 		}
 		return queryReply(), nil
+	case ExtDestinationLookup, ExtDestinationDial:
+		return c.destExtension(name, contents)
 	default:
 		c.log.Debug("unsupported extension", "extension", name)
 		return nil, sshagent.ErrExtensionUnsupported

@@ -98,8 +98,11 @@ func (c SSHConfig) block(host string, lines [][2]string) (string, error) {
 		if strings.ContainsAny(c.Agent, "'\n") {
 			return "", fmt.Errorf("the oslogin-agent path %q cannot be written into a ProxyCommand", c.Agent)
 		}
-		// ssh runs ProxyCommand through the shell.
-		lines = append(lines, [2]string{"ProxyCommand", "exec '" + escapePercent(c.Agent) + "' proxy %n %p"})
+		// ssh runs ProxyCommand through the shell. With fdpass the proxy
+		// hands ssh the connection the agent made and exits, so no
+		// process sits between ssh and a directly reachable VM.
+		lines = append(lines, [2]string{"ProxyCommand", "exec '" + escapePercent(c.Agent) + "' proxy --fdpass %n %p"},
+			[2]string{"ProxyUseFdpass", "yes"})
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Host %s\n", host)

@@ -59,7 +59,8 @@ func TestSSHConfig(t *testing.T) {
 		"identityagent":         sock,
 		"updatehostkeys":        "false",
 		"user":                  "sa_1234",
-		"proxycommand":          "exec '" + rawAgent + "' proxy %n %p",
+		"proxycommand":          "exec '" + rawAgent + "' proxy --fdpass %n %p",
+		"proxyusefdpass":        "yes",
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -92,7 +93,7 @@ func TestSSHConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = sshG(t, pat, "web-1.europe-west1-b.my-project")
-	if got["proxycommand"] != "exec '"+rawAgent+"' proxy %n %p" ||
+	if got["proxycommand"] != "exec '"+rawAgent+"' proxy --fdpass %n %p" || got["proxyusefdpass"] != "yes" ||
 		got["knownhostscommand"] != `"`+rawAgent+`" known-hosts %H %I` || got["hostkeyalias"] != "" ||
 		got["stricthostkeychecking"] != "true" {
 		t.Errorf("pattern: %v", got)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/oslogin-agent/oslogin-agent/agent"
 	"github.com/oslogin-agent/oslogin-agent/oslogin"
+	"github.com/oslogin-agent/oslogin-agent/proxy"
 )
 
 // closeTimeout bounds the deletion of keys at exit. A key that cannot be
@@ -21,6 +22,7 @@ const closeTimeout = 20 * time.Second
 // session is one running agent: its key registered, its socket serving.
 type session struct {
 	agent    *agent.Agent
+	dests    *proxy.Service // the destination cache and tunnels helpers use
 	ln       net.Listener
 	socket   string
 	account  string
@@ -58,20 +60,27 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 	if err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
-	a, err := agent.New(agent.Options{
-		Registrar:   client,
-		KeyType:     cfg.keyType,
-		TTL:         cfg.ttl,
-		Rotate:      cfg.rotate,
-		Propagation: cfg.propagation,
-		Comment:     "oslogin-agent@" + host,
-		Logger:      log,
-	})
+	dests, err := newDestService(cfg.endpoints, id, log)
 	if err != nil {
 		return nil, err
 	}
+	host, _ := os.Hostname()
+	a, err := agent.New(agent.Options{
+		Destinations: dests,
+		Registrar:    client,
+		KeyType:      cfg.keyType,
+		TTL:          cfg.ttl,
+		Rotate:       cfg.rotate,
+		Propagation:  cfg.propagation,
+		Comment:      "oslogin-agent@" + host,
+		Logger:       log,
+	})
+	if err != nil {
+		dests.Close()
+		return nil, err
+	}
 	if err := a.Start(startCtx); err != nil {
+		dests.Close()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			err = fmt.Errorf("%w (no key registered within --start-timeout %v)", err, cfg.startTime)
 		}
@@ -87,10 +96,11 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 		ln, err = agent.Listen(socket)
 	}
 	if err != nil {
+		dests.Close()
 		return nil, errors.Join(err, closeAgent(a))
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	s := &session{agent: a, ln: ln, socket: socket, account: id.Account, username: a.Username(), log: log, cancel: cancel}
+	s := &session{agent: a, dests: dests, ln: ln, socket: socket, account: id.Account, username: a.Username(), log: log, cancel: cancel}
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -121,6 +131,7 @@ func (s *session) stop() error {
 	s.cancel()
 	s.wg.Wait()
 	s.ln.Close() // removes the socket file; Serve may have closed it already
+	s.dests.Close()
 	err := closeAgent(s.agent)
 	if err != nil {
 		s.log.Error("could not delete every key from OS Login; they expire by their TTL", "err", err)

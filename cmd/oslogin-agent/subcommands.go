@@ -1,9 +1,6 @@
 package main
 
-import (
-	"fmt"
-	"io"
-)
+import "io"
 
 // Subcommands are reserved first words. They are recognised only as the
 // very first argument, before any flag, so they never collide with command
@@ -13,8 +10,8 @@ import (
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"known-hosts": runKnownHosts,
 	"ssh-config":  runSSHConfig,
-	"proxy":       notYet("proxy"),
-	"tunnel":      notYet("tunnel"),
+	"proxy":       runProxy,
+	"tunnel":      runTunnel,
 }
 
 // runSubcommand runs args[0] if it is a reserved word.
@@ -27,13 +24,4 @@ func runSubcommand(args []string, stdout, stderr io.Writer) (int, bool) {
 		return 0, false
 	}
 	return sub(args[1:], stdout, stderr), true
-}
-
-// notYet reserves a word for a subcommand this build does not have, so its
-// meaning does not change under scripts when it arrives.
-func notYet(name string) func([]string, io.Writer, io.Writer) int {
-	return func(_ []string, _, stderr io.Writer) int {
-		fmt.Fprintf(stderr, "oslogin-agent %s: not available in this build; to run a program called %s with the agent, use oslogin-agent -- %s\n", name, name, name)
-		return 2
-	}
 }
