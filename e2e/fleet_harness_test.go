@@ -2,26 +2,15 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"golang.org/x/oauth2"
-
-	"github.com/oslogin-agent/oslogin-agent/destination"
-	"github.com/oslogin-agent/oslogin-agent/iaptunnel"
 	"github.com/oslogin-agent/oslogin-agent/internal/emulator"
 	"github.com/oslogin-agent/oslogin-agent/internal/sshd"
-	"github.com/oslogin-agent/oslogin-agent/oslogin"
 )
 
 // The fleet harness: several emulated instances, each played by its own
@@ -34,83 +23,6 @@ import (
 // (straight to the external address, or through the emulator's IAP relay
 // for instances without one). Instances listen on 22 on GCE; here every
 // sshd has its own port, which ssh passes as %p (ssh -p, ansible_port).
-
-// standInEnv makes the test binary itself act as the ProxyCommand (see
-// init) while the agent has no `proxy` subcommand.
-const standInEnv = "OSLOGIN_FLEET_STANDIN_PROXY"
-
-func init() {
-	if os.Getenv(standInEnv) != "1" {
-		return
-	}
-	if err := standInProxy(os.Args[1:]); err != nil {
-		fmt.Fprintf(os.Stderr, "oslogin-agent proxy (test stand-in): %s\n", strings.Join(strings.Fields(err.Error()), " "))
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
-
-// standInProxy is `oslogin-agent proxy NAME.ZONE.PROJECT PORT` reduced to
-// what the fleet tests need, built from the same packages the agent uses:
-// look the instance up through the Compute API, then connect straight to
-// its external address or, when it has none, through the IAP relay with
-// iaptunnel (which resumes dropped WebSockets and words close codes).
-func standInProxy(args []string) error {
-	if len(args) != 2 {
-		return fmt.Errorf("want NAME.ZONE.PROJECT and PORT, got %q", args)
-	}
-	port, err := strconv.Atoi(args[1])
-	if err != nil {
-		return fmt.Errorf("port %q: %w", args[1], err)
-	}
-	ctx := context.Background()
-	ep, err := oslogin.ResolveEndpoints(oslogin.EndpointOverrides{}, os.Getenv)
-	if err != nil {
-		return err
-	}
-	if !ep.LoopbackOnly() {
-		return errors.New("the test stand-in runs only against the emulator (OSLOGIN_EMULATOR_HOST)")
-	}
-	os.Setenv(oslogin.MetadataHostEnv, ep.MetadataHost)
-	name, err := destination.Parse(args[0])
-	if err != nil {
-		return err
-	}
-	id, err := oslogin.FindIdentity(ctx, oslogin.IdentityOptions{Project: name.Project, TokenInfoURL: ep.TokenInfo, HTTPClient: ep.HTTPClient()})
-	if err != nil {
-		return err
-	}
-	ts := oauth2.ReuseTokenSource(nil, id.TokenSource)
-	hc := ep.HTTPClient()
-	r, err := destination.NewResolver(destination.Options{
-		HTTPClient: &http.Client{Transport: &oauth2.Transport{Source: ts, Base: ep.HTTPTransport()}, Timeout: 30 * time.Second},
-		ComputeURL: ep.Compute, Project: id.Project})
-	if err != nil {
-		return err
-	}
-	in, err := r.Lookup(ctx, name)
-	if err != nil {
-		return err
-	}
-	if in.ExternalIP != "" {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort(in.ExternalIP, strconv.Itoa(port)), 10*time.Second)
-		if err != nil {
-			return fmt.Errorf("connect to %s: %w", in, err)
-		}
-		go func() {
-			io.Copy(c, os.Stdin)
-			c.(*net.TCPConn).CloseWrite()
-		}()
-		_, err = io.Copy(os.Stdout, c)
-		return err
-	}
-	conn, err := iaptunnel.Dial(ctx, iaptunnel.Target{Project: in.Project, Zone: in.Zone, Instance: in.Name, Port: port},
-		iaptunnel.Options{TokenSource: ts, URL: ep.IAPRelay, HTTPClient: hc, Account: id.Account})
-	if err != nil {
-		return err
-	}
-	return iaptunnel.Serve(ctx, conn, os.Stdin, os.Stdout)
-}
 
 // fleetHost is one instance and the sshd playing it.
 type fleetHost struct {
@@ -141,9 +53,10 @@ type fleet struct {
 	env     []string // for ssh, Ansible and the helpers ssh runs
 	dir     string
 	config  string // the README recipe's ssh_config: `oslogin-agent ssh-config --project P --zone Z`
-	// proxyOverride replaces the generated ProxyCommand while the agent has
-	// no `proxy` subcommand; empty once it has one. Switching to the real
-	// proxy changes nothing else.
+	// runConfig is config with a broken ProxyCommand corrected (see
+	// newFleet); config itself otherwise. proxyOverride is that correction
+	// as ssh options; empty when the generated line works.
+	runConfig     string
 	proxyOverride []string
 }
 
@@ -179,19 +92,27 @@ func newFleet(t *testing.T, specs []fleetSpec) *fleet {
 		}
 		f.hosts = append(f.hosts, h)
 	}
-	f.agent = v.startAgent(t, "")
+	f.agent = v.destAgent(t) // with OSLOGIN_EMULATOR_HOST: its Compute API and IAP relay are the emulator's
 	f.env = v.agentEnv("OSLOGIN_EMULATOR_HOST="+v.emu.Host, "OSLOGIN_USER="+f.agent.user, "SSH_AUTH_SOCK="+f.agent.sock)
 	f.config = filepath.Join(f.dir, "ssh_config")
 	if err := os.WriteFile(f.config, []byte(f.sshConfig(t)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if !agentHasProxy(f.env) {
-		self, err := os.Executable()
-		if err != nil {
+	// OpenSSH runs ProxyCommand as "exec COMMAND" itself, so a generated
+	// line starting with exec runs "exec exec ..." and fails (bash: exec:
+	// exec: not found). Until ssh-config stops writing it, the clients use
+	// a copy of the config with only that line corrected (runConfig, and
+	// proxyOverride for the README step's own ~/.ssh/config), and the
+	// config subtest fails on it.
+	f.runConfig = f.config
+	if pc := f.configValue(t, "ProxyCommand"); strings.HasPrefix(pc, "exec ") {
+		fixed := strings.TrimPrefix(pc, "exec ")
+		f.proxyOverride = []string{"-o", "ProxyCommand=" + fixed}
+		b, _ := os.ReadFile(f.config)
+		f.runConfig = filepath.Join(f.dir, "ssh_config.run")
+		if err := os.WriteFile(f.runConfig, []byte(strings.ReplaceAll(string(b), "ProxyCommand "+pc+"\n", "ProxyCommand "+fixed+"\n")), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		f.proxyOverride = []string{"-o", "ProxyCommand=env " + standInEnv + "=1 " + self + " %n %p", "-o", "ProxyUseFdpass=no"}
-		t.Logf("oslogin-agent has no proxy subcommand yet: the ProxyCommand is the test stand-in (iaptunnel + destination)")
 	}
 	return f
 }
@@ -230,11 +151,21 @@ func (f *fleet) sshConfig(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// agentHasProxy reports whether `oslogin-agent proxy` exists.
-func agentHasProxy(env []string) bool {
-	cmd := exec.Command(bins.agent, "proxy", "--help")
-	cmd.Env = env
-	return cmd.Run() == nil
+// configValue is the value of the first line setting key in the recipe's
+// ssh_config.
+func (f *fleet) configValue(t *testing.T, key string) string {
+	t.Helper()
+	b, err := os.ReadFile(f.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), " "); ok && k == key {
+			return v
+		}
+	}
+	t.Fatalf("the generated ssh_config has no %s:\n%s", key, b)
+	return ""
 }
 
 // sshArgs are the options every fleet client uses on top of the generated
@@ -243,12 +174,12 @@ func agentHasProxy(env []string) bool {
 func (f *fleet) sshArgs(config string) []string {
 	a := []string{"-F", config, "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
 		"-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR"}
-	return append(a, f.proxyOverride...)
+	return a
 }
 
 // ssh runs command on h through the recipe's config.
 func (f *fleet) ssh(h *fleetHost, command ...string) *exec.Cmd {
-	args := append(f.sshArgs(f.config), "-p", strconv.Itoa(h.port), h.dest(f), "--")
+	args := append(f.sshArgs(f.runConfig), "-p", strconv.Itoa(h.port), h.dest(f), "--")
 	cmd := exec.Command("ssh", append(args, command...)...)
 	cmd.Env = f.env
 	return cmd
@@ -259,7 +190,7 @@ func (f *fleet) ssh(h *fleetHost, command ...string) *exec.Cmd {
 func (f *fleet) sshCommand(h *fleetHost) string {
 	var b strings.Builder
 	b.WriteString("ssh")
-	for _, a := range append(f.sshArgs(f.config), "-p", strconv.Itoa(h.port)) {
+	for _, a := range append(f.sshArgs(f.runConfig), "-p", strconv.Itoa(h.port)) {
 		b.WriteString(" " + shellQuoteArg(a))
 	}
 	return b.String()
@@ -272,16 +203,4 @@ func shellQuoteArg(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// closedPort is a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
 }

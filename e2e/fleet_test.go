@@ -70,11 +70,17 @@ func TestFleet(t *testing.T) {
 			"UpdateHostKeys no\n",
 			"User " + f.agent.user + "\n",
 			"IdentityAgent " + f.agent.sock + "\n",
-			"ProxyCommand exec '" + bins.agent + "' proxy %n %p\n",
+			"' proxy --fdpass %n %p\n",
+			"ProxyUseFdpass yes\n",
 		} {
 			if !strings.Contains(string(config), want) {
 				t.Errorf("ssh-config lacks %q:\n%s", want, config)
 			}
+		}
+		// ssh runs "exec " + ProxyCommand through the shell: a command that
+		// starts with exec itself becomes "exec exec ..." and never runs.
+		if pc := f.configValue(t, "ProxyCommand"); strings.HasPrefix(pc, "exec ") {
+			t.Errorf("ssh-config writes ProxyCommand %q: ssh already execs it, so the shell runs `exec exec ...` and fails with \"exec: exec: not found\"; write the command without exec", pc)
 		}
 	})
 
@@ -121,7 +127,7 @@ func TestFleet(t *testing.T) {
 	scpRoundTrip := func(t *testing.T, h *fleetHost, name string) time.Duration {
 		t.Helper()
 		dst := h.dest(f) + ":" + remote + "/" + name
-		args := append(f.sshArgs(f.config), "-P", strconv.Itoa(h.port))
+		args := append(f.sshArgs(f.runConfig), "-P", strconv.Itoa(h.port))
 		start := time.Now()
 		up := exec.Command("scp", append(args, payload, dst)...)
 		up.Env = f.env
@@ -230,8 +236,10 @@ func TestFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("a VM recreated under the same name is verified anew", func(t *testing.T) {
+	t.Run("a VM recreated under the same name: its new host key is refused loudly", func(t *testing.T) {
 		h := host("web-3")
+		// Connected before: the agent has verified and cached web-3's keys.
+		mustRun(t, f.ssh(h, "true"))
 		// A config written before the recreation pins the old compute.ID.
 		pinned := filepath.Join(t.TempDir(), "pinned_config")
 		os.WriteFile(pinned, []byte(f.sshConfig(t, "--direct", "--project", f.project, "--zone", f.zone, h.name)), 0o600)
@@ -244,26 +252,32 @@ func TestFleet(t *testing.T) {
 		if _, err := admin.PutInstance(ctx, newIn); err != nil {
 			t.Fatal(err)
 		}
-		// The new VM's sshd has a new host key and publishes it; the old
-		// sshd still answers on the old address.
+		// The new VM's sshd has a new host key and publishes it.
 		fresh := f.startSSHD(t, h.name)
-
-		out, err := f.ssh(h, "echo", "logged-in").CombinedOutput()
-		if err == nil || strings.Contains(string(out), "logged-in") || !strings.Contains(string(out), "REMOTE HOST IDENTIFICATION HAS CHANGED") {
-			t.Errorf("ssh to the old server after the VM was recreated: %v\n%s", err, out)
-		}
 		recreated := &fleetHost{name: h.name, direct: true, port: fresh.Port}
-		if out, err := f.ssh(recreated, "echo", "logged-in").CombinedOutput(); err != nil || string(out) != "logged-in\n" {
-			t.Errorf("ssh to the recreated VM, whose key is published: %v\n%s", err, out)
+		for _, tc := range []struct {
+			how    string
+			config string
+		}{
+			{"by name, the recipe's config", f.runConfig},
+			{"by a config pinning compute." + oldID, pinned},
+		} {
+			args := append(f.sshArgs(tc.config), "-p", strconv.Itoa(recreated.port), h.dest(f), "--", "echo", "logged-in")
+			cmd := exec.Command("ssh", args...)
+			cmd.Env = f.env
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 255 || strings.Contains(string(out), "logged-in") {
+				t.Errorf("ssh %s to the recreated VM: %v, want exit 255\n%s", tc.how, err, out)
+				continue
+			}
+			loud := strings.Contains(string(out), "REMOTE HOST IDENTIFICATION HAS CHANGED") ||
+				strings.Contains(string(out), "there is no instance with id "+oldID)
+			if !loud {
+				t.Errorf("ssh %s to the recreated VM refused without saying why:\n%s", tc.how, out)
+			}
+			t.Logf("ssh %s to the recreated VM (exit %d):\n%s", tc.how, ee.ExitCode(), out)
 		}
-		args := append(f.sshArgs(pinned), "-p", strconv.Itoa(fresh.Port), h.dest(f), "--", "echo", "logged-in")
-		cmd := exec.Command("ssh", args...)
-		cmd.Env = f.env
-		out, err = cmd.CombinedOutput()
-		if err == nil || strings.Contains(string(out), "logged-in") || !strings.Contains(string(out), oldID) {
-			t.Errorf("ssh with a config pinning compute.%s after the VM was recreated: %v\n%s", oldID, err, out)
-		}
-		t.Logf("pinned config after recreation:\n%s", out)
 	})
 }
 
@@ -333,7 +347,7 @@ pipelining = True
 	// ssh_args in the environment: ansible.cfg would read the % of a
 	// ProxyCommand as interpolation.
 	var sshArgs []string
-	for _, a := range f.sshArgs(filepath.Join(home, ".ssh", "config")) {
+	for _, a := range append(f.sshArgs(filepath.Join(home, ".ssh", "config")), f.proxyOverride...) {
 		if a == "ControlMaster=no" {
 			a = "ControlMaster=auto"
 		}
