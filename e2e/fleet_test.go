@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -361,6 +362,7 @@ pipelining = True
 		"ANSIBLE_CONFIG="+cfg, "ANSIBLE_SSH_ARGS="+strings.Join(sshArgs, " "),
 		"ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0")
 	keysBefore := len(f.v.emu.Emulator.Keys(f.v.email))
+	f.v.emu.Emulator.ResetCalls()
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	took := time.Since(start)
@@ -369,6 +371,20 @@ pipelining = True
 	}
 	t.Logf("README's Deploy step (agent start, ssh-config, ansible-playbook over %d hosts, forks 10): %v",
 		len(hosts), took.Round(time.Millisecond))
+	calls := f.v.emu.Emulator.Calls()
+	var compute []string
+	for m, n := range calls {
+		if strings.HasPrefix(m, "compute.") {
+			compute = append(compute, fmt.Sprintf("%s=%d", m, n))
+		}
+	}
+	slices.Sort(compute)
+	t.Logf("Compute API calls during the step: %s", strings.Join(compute, " "))
+	// The step's agent caches lookups and host keys: the ProxyCommand and
+	// KnownHostsCommand runs of every fork and task must not each ask.
+	if n := calls["compute.instances.get"]; n > 2*len(hosts) {
+		t.Errorf("%d instances.get calls for %d hosts: the agent's cache is not used", n, len(hosts))
+	}
 	config, _ := os.ReadFile(filepath.Join(home, ".ssh", "config"))
 	if !strings.Contains(string(config), "Host *."+f.zone+"."+f.project+"\n") || !strings.Contains(string(config), "StrictHostKeyChecking yes\n") {
 		t.Errorf("the step wrote ~/.ssh/config:\n%s", config)
