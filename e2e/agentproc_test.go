@@ -29,7 +29,10 @@ func (v *vm) startAgent(t *testing.T, sock string, extra ...string) *agentProc {
 	}
 	args := append([]string{"-D", "-s", "-a", sock, "--endpoint", v.emu.URL, "--propagation", "0s"}, extra...)
 	cmd := exec.Command(bins.agent, args...)
-	cmd.Env = v.agentEnv()
+	// OSLOGIN_EMULATOR_HOST: the agent's Compute API and IAP relay, which
+	// answer the helpers ssh starts, are the emulator's too, and nothing
+	// it does can leave 127.0.0.1.
+	cmd.Env = v.agentEnv("OSLOGIN_EMULATOR_HOST=" + v.emu.Host)
 	return runAgent(t, cmd, sock)
 }
 

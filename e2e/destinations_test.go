@@ -56,7 +56,10 @@ func TestKnownHostsCommandFromGuestAttributes(t *testing.T) {
 			"-o", "StrictHostKeyChecking=yes",
 			"-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
 			"-o", "HostKeyAlias="+alias,
-			"-o", "KnownHostsCommand="+bins.agent+" known-hosts --project "+project+" %H %I",
+			// --no-cache: the key changes below must be seen at once, not
+			// after the agent's cache lifetime (ssh exports IdentityAgent
+			// as SSH_AUTH_SOCK to the command, so the agent would answer).
+			"-o", "KnownHostsCommand="+bins.agent+" known-hosts --no-cache --project "+project+" %H %I",
 			"-o", "BatchMode=yes", "-o", "IdentityAgent="+a.sock, "-o", "ControlMaster=no",
 			"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
 			"-p", strconv.Itoa(s.Port), a.user+"@127.0.0.1", "--", "echo", "logged-in")

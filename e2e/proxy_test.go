@@ -58,7 +58,7 @@ func TestProxyLogin(t *testing.T) {
 	project := v.emu.Emulator.Config().ProjectID
 	env := v.agentEnv("OSLOGIN_EMULATOR_HOST="+v.emu.Host, "SSH_AUTH_SOCK="+a.sock)
 
-	login := func(name string, fdpass bool) (string, error) {
+	login := func(name string, fdpass bool, env []string) (string, error) {
 		t.Helper()
 		in, err := v.emu.Emulator.LookupInstance("", name)
 		if err != nil {
@@ -95,7 +95,7 @@ func TestProxyLogin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		before := v.emu.Emulator.Relay().Stats().Connects
-		if out, err := login(tt.name, tt.fdpass); err != nil || strings.TrimSpace(out) != "logged-in" {
+		if out, err := login(tt.name, tt.fdpass, env); err != nil || strings.TrimSpace(out) != "logged-in" {
 			t.Fatalf("%s (%s): %v\n%s", tt.name, tt.comment, err, out)
 		}
 		if iap := v.emu.Emulator.Relay().Stats().Connects > before; iap != tt.viaIAP {
@@ -108,7 +108,7 @@ func TestProxyLogin(t *testing.T) {
 	v.emu.Emulator.ResetCalls()
 	for _, name := range []string{"vm-ext", "vm-iap"} {
 		start := time.Now()
-		if out, err := login(name, true); err != nil || strings.TrimSpace(out) != "logged-in" {
+		if out, err := login(name, true, env); err != nil || strings.TrimSpace(out) != "logged-in" {
 			t.Fatalf("%s again: %v\n%s", name, err, out)
 		}
 		t.Logf("%s: cached login in %v", name, time.Since(start).Round(time.Millisecond))
@@ -116,6 +116,22 @@ func TestProxyLogin(t *testing.T) {
 	for method, n := range v.emu.Emulator.Calls() {
 		if strings.HasPrefix(method, "compute.") || method == "metadata.token" || method == "oauth2.token" {
 			t.Errorf("within the cache lifetime, %d %s call(s)", n, method)
+		}
+	}
+
+	// No agent on SSH_AUTH_SOCK (ssh still gets its keys through
+	// IdentityAgent): the helpers look up and connect on their own.
+	alone := v.agentEnv("OSLOGIN_EMULATOR_HOST=" + v.emu.Host)
+	for _, tt := range []struct {
+		name   string
+		fdpass bool
+	}{{"vm-ext", true}, {"vm-iap", false}} {
+		v.emu.Emulator.ResetCalls()
+		if out, err := login(tt.name, tt.fdpass, alone); err != nil || strings.TrimSpace(out) != "logged-in" {
+			t.Fatalf("%s without an agent on SSH_AUTH_SOCK: %v\n%s", tt.name, err, out)
+		}
+		if v.emu.Emulator.Calls()["compute.instances.aggregatedList"] == 0 {
+			t.Errorf("%s without an agent: no Compute lookup, so something else answered", tt.name)
 		}
 	}
 }

@@ -35,9 +35,11 @@ REASON ORDER (key type preference) when NAME is not a destination name.
 func runKnownHosts(args []string, stdout, stderr io.Writer) int {
 	var f destFlags
 	var socket string
+	var noCache bool
 	fs := pflag.NewFlagSet("known-hosts", pflag.ContinueOnError)
 	f.add(fs)
 	fs.StringVarP(&socket, "socket", "a", "", "the agent's socket `PATH`, asked first (default: $SSH_AUTH_SOCK)")
+	fs.BoolVar(&noCache, "no-cache", false, "ask the Compute API directly, not the agent's cache (as after a host key change)")
 	if ok, code := parseSubFlags(fs, args, knownHostsUsage, stdout, stderr); !ok {
 		return code
 	}
@@ -65,6 +67,9 @@ func runKnownHosts(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	if socket == "" {
 		socket = os.Getenv("SSH_AUTH_SOCK")
+	}
+	if noCache {
+		socket = ""
 	}
 	lines, err := knownHostsLines(ctx, proxy.Client{Socket: socket}, n, alias)
 	if err != nil {
