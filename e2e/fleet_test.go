@@ -237,7 +237,7 @@ func TestFleet(t *testing.T) {
 		}
 	})
 
-	t.Run("a VM recreated under the same name: its new host key is refused loudly", func(t *testing.T) {
+	t.Run("a VM recreated under the same name: refused loudly while cached, verified anew with --no-cache", func(t *testing.T) {
 		h := host("web-3")
 		// Connected before: the agent has verified and cached web-3's keys.
 		mustRun(t, f.ssh(h, "true"))
@@ -278,6 +278,26 @@ func TestFleet(t *testing.T) {
 				t.Errorf("ssh %s to the recreated VM refused without saying why:\n%s", tc.how, out)
 			}
 			t.Logf("ssh %s to the recreated VM (exit %d):\n%s", tc.how, ee.ExitCode(), out)
+		}
+		// Asking the Compute API directly (known-hosts --no-cache) sees the
+		// recreation at once: the new VM is accepted and the old server,
+		// still answering on its port, is refused loudly.
+		noCache := "KnownHostsCommand=" + bins.agent + " known-hosts --no-cache %H %I"
+		for _, tc := range []struct {
+			to     string
+			port   int
+			accept bool
+		}{{"the recreated VM", fresh.Port, true}, {"the old server", h.port, false}} {
+			args := append(f.sshArgs(f.runConfig), "-o", noCache, "-p", strconv.Itoa(tc.port), h.dest(f), "--", "echo", "logged-in")
+			cmd := exec.Command("ssh", args...)
+			cmd.Env = f.env
+			out, err := cmd.CombinedOutput()
+			switch {
+			case tc.accept && (err != nil || string(out) != "logged-in\n"):
+				t.Errorf("ssh with known-hosts --no-cache to %s: %v\n%s", tc.to, err, out)
+			case !tc.accept && (err == nil || !strings.Contains(string(out), "REMOTE HOST IDENTIFICATION HAS CHANGED")):
+				t.Errorf("ssh with known-hosts --no-cache to %s: %v, want it refused loudly\n%s", tc.to, err, out)
+			}
 		}
 	})
 }
