@@ -224,8 +224,8 @@ func TestFleet(t *testing.T) {
 			t.Run(tc.why, func(t *testing.T) {
 				out, err := f.ssh(tc.host, "echo", "logged-in").CombinedOutput()
 				var ee *exec.ExitError
-				if !errors.As(err, &ee) || ee.ExitCode() == 0 || strings.Contains(string(out), "logged-in") {
-					t.Fatalf("ssh %s: %v, want a non-zero exit\n%s", tc.host.dest(f), err, out)
+				if !errors.As(err, &ee) || ee.ExitCode() != 255 || strings.Contains(string(out), "logged-in") {
+					t.Fatalf("ssh %s: %v, want exit 255\n%s", tc.host.dest(f), err, out)
 				}
 				for _, w := range tc.want {
 					if !strings.Contains(string(out), w) {
