@@ -326,3 +326,28 @@ func TestProfileFullOfPermanentKeys(t *testing.T) {
 		t.Fatalf("%d keys; the permanent ones must be left alone", n)
 	}
 }
+
+// TestServerTime checks that the client reports OS Login's clock as of its
+// last answer, so the agent can compute expiries in that clock.
+func TestServerTime(t *testing.T) {
+	f := newFixture(t, nil)
+	if _, _, ok := f.client.ServerTime(); ok {
+		t.Fatal("ServerTime reported a time before any answer")
+	}
+	f.srv.Emulator.Advance(15 * time.Second)
+	before := time.Now()
+	if _, err := f.client.Register(context.Background(), line, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	server, local, ok := f.client.ServerTime()
+	if !ok {
+		t.Fatal("no server time after an answer")
+	}
+	if local.Before(before) || local.After(time.Now()) {
+		t.Errorf("local receive time %v not during the call", local)
+	}
+	// The Date header has whole seconds; ServerTime takes the middle.
+	if skew := server.Sub(local); skew < 14*time.Second || skew > 16*time.Second {
+		t.Errorf("measured skew %v, want 15s ± 1s", skew)
+	}
+}
