@@ -139,7 +139,14 @@ func (a *Agent) Start(ctx context.Context) error {
 	l.rotateAt = lk.registered.Add(a.rotate)
 	a.log.Info("key registered",
 		"fingerprint", lk.key.Fingerprint(), "key_type", a.keyType.String(),
-		"username", user, "expiry", exp.UTC(), "ttl", a.ttl, "next_rotation", l.rotateAt.UTC())
+		"username", user, "expiry", exp.UTC(), "ttl", a.ttl, "next_rotation", l.rotateAt.UTC(),
+		"key_memory", lk.key.Protection())
+	switch lk.key.Protection() {
+	case "mlock-failed":
+		a.log.Warn("the key's memory page could not be locked and may reach swap: allow this user to lock a few pages (RLIMIT_MEMLOCK, e.g. LimitMEMLOCK=64K in systemd)")
+	case "mlock":
+		a.log.Debug("memfd_secret unavailable: the key page is locked and not dumpable, but root can read it; Linux 5.14+ with secretmem enabled (default since 6.5, else boot with secretmem.enable=1) keeps it out of everyone's reach")
+	}
 	a.releaseMemory()
 	return nil
 }
