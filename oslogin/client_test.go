@@ -351,3 +351,22 @@ func TestServerTime(t *testing.T) {
 		t.Errorf("measured skew %v, want 15s ± 1s", skew)
 	}
 }
+
+// TestPruneExpiredInServerClock checks that PruneExpired judges expiry by
+// OS Login's clock: with OS Login 50 minutes ahead, a key whose expiry is
+// still ahead by this host's clock is already expired there.
+func TestPruneExpiredInServerClock(t *testing.T) {
+	f := newFixture(t, func(c *emulator.Config) { c.PurgeDelay = -1 })
+	f.srv.Emulator.Advance(50 * time.Minute) // within the token's hour
+	ctx := context.Background()
+	if _, err := f.client.Register(ctx, line, time.Now().Add(20*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.client.PruneExpired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || len(f.keys()) != 0 {
+		t.Errorf("PruneExpired deleted %d keys, left %+v; want the key expired at OS Login deleted", n, f.keys())
+	}
+}
