@@ -108,7 +108,8 @@ type KeyInfo struct {
 	// AuthorizedKey is the authorized_keys line registered for the key,
 	// without a trailing newline.
 	AuthorizedKey string
-	// Expiry is the registration's current expiry.
+	// Expiry is the registration's current expiry by this host's clock: when
+	// OS Login drops it, corrected for the measured clock difference.
 	Expiry time.Time
 	// Registered is when the Registrar confirmed the key.
 	Registered time.Time

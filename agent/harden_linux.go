@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"errors"
 	"log/slog"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,10 +14,11 @@ import (
 //     same user cannot ptrace it or read /proc/<pid>/mem.
 //   - RLIMIT_CORE 0: no core file even if something makes the process
 //     dumpable again.
-//   - mlockall(MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT): keep key pages out of
-//     swap. Only when running as root or with an unlimited RLIMIT_MEMLOCK:
-//     with MCL_FUTURE under a small limit, the Go runtime's next heap growth
-//     fails and the process dies, which is worse than swap.
+//
+// It does not lock the process's memory (mlockall): that locked the whole
+// mapped binary, 14 of the 16 MiB resident, to protect a few hundred bytes
+// of key. Package signer protects the key pages themselves instead
+// (memfd_secret, else mlock and MADV_DONTDUMP on a mapping of their own).
 func Harden(logger *slog.Logger) {
 	if logger == nil {
 		logger = slog.Default()
@@ -30,24 +29,5 @@ func Harden(logger *slog.Logger) {
 	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 0, Max: 0}); err != nil {
 		logger.Warn("core dumps not disabled: setrlimit(RLIMIT_CORE, 0) failed", "error", err)
 	}
-	var memlock unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &memlock); err != nil {
-		logger.Warn("memory not locked: cannot read RLIMIT_MEMLOCK", "error", err)
-		return
-	}
-	if os.Geteuid() != 0 && memlock.Cur != unix.RLIM_INFINITY {
-		logger.Info("memory not locked: RLIMIT_MEMLOCK is limited, and locking future allocations under a limit can crash the Go runtime; keys may reach swap (run with an unlimited memlock limit, e.g. LimitMEMLOCK=infinity, to lock memory)",
-			"memlock_limit_bytes", memlock.Cur)
-		return
-	}
-	err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE | unix.MCL_ONFAULT)
-	if errors.Is(err, unix.EINVAL) {
-		// Kernels before 4.4 have no MCL_ONFAULT.
-		err = unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE)
-	}
-	if err != nil {
-		logger.Warn("memory not locked: mlockall failed; keys may reach swap", "error", err)
-		return
-	}
-	logger.Debug("process hardened: not dumpable, no core files, memory locked")
+	logger.Debug("process hardened: not dumpable, no core files")
 }

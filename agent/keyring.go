@@ -16,7 +16,13 @@ type leasedKey struct {
 	blob       []byte // wire form of the public key, for matching requests
 	authorized string // the registered authorized_keys line
 	registered time.Time
-	expiry     time.Time // guarded by Agent.mu
+	// expiry is when the registration ends by this host's clock, that is
+	// serverExpiry less the measured clock difference with the Registrar
+	// (see ServerClock); it moves when that difference does. serverExpiry
+	// is the expiry as sent, in the Registrar's clock. Both guarded by
+	// Agent.mu.
+	expiry       time.Time
+	serverExpiry time.Time
 }
 
 func newLeasedKey(k *signer.Key, comment string) *leasedKey {

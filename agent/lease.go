@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,6 +30,13 @@ type leaseState struct {
 	renewBO  backoff
 	rotateBO backoff
 	revokeBO backoff
+
+	// skew is the Registrar's clock less this host's, as last measured
+	// (see ServerClock); serverAt is the Registrar's time at its last
+	// answer, and skewWarned whether the current skew was warned about.
+	skew       time.Duration
+	serverAt   time.Time
+	skewWarned bool
 }
 
 // revocation is a key that still has to be withdrawn from the Registrar.
@@ -98,13 +106,30 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	exp := a.now().Add(a.ttl)
-	user, err := a.register(ctx, lk, exp)
+	user, err := a.register(ctx, lk, a.now().Add(a.ttl))
+	if err == nil && a.expiredAtServer(lk) {
+		// The first answer is the first reading of OS Login's clock: a
+		// host clock more than a TTL behind registers a key that is dead on
+		// arrival. Now that the difference is known, the second key's
+		// expiry is right.
+		a.logDeadOnArrival(lk)
+		lk.key.Destroy()
+		a.revokeQuietly(ctx, lk.authorized)
+		if lk, err = a.generate(); err != nil {
+			return err
+		}
+		user, err = a.register(ctx, lk, a.now().Add(a.ttl))
+		if err == nil && a.expiredAtServer(lk) {
+			err = fmt.Errorf("register key %s: it arrived already expired twice; OS Login's clock is off this host's by %v and moving: fix the host's time (NTP)",
+				lk.key.Fingerprint(), a.lease.skew.Round(time.Second))
+		}
+	}
 	if err != nil {
 		lk.key.Destroy()
 		a.revokeQuietly(ctx, lk.authorized)
 		return err
 	}
+	exp := lk.expiry
 	a.mu.Lock()
 	a.keys = append(a.keys, lk)
 	a.username = user
@@ -114,7 +139,14 @@ func (a *Agent) Start(ctx context.Context) error {
 	l.rotateAt = lk.registered.Add(a.rotate)
 	a.log.Info("key registered",
 		"fingerprint", lk.key.Fingerprint(), "key_type", a.keyType.String(),
-		"username", user, "expiry", exp.UTC(), "ttl", a.ttl, "next_rotation", l.rotateAt.UTC())
+		"username", user, "expiry", exp.UTC(), "ttl", a.ttl, "next_rotation", l.rotateAt.UTC(),
+		"key_memory", lk.key.Protection())
+	switch lk.key.Protection() {
+	case "mlock-failed":
+		a.log.Warn("the key's memory page could not be locked and may reach swap: allow this user to lock a few pages (RLIMIT_MEMLOCK, e.g. LimitMEMLOCK=64K in systemd)")
+	case "mlock":
+		a.log.Debug("memfd_secret unavailable: the key page is locked and not dumpable, but root can read it; Linux 5.14+ with secretmem enabled (default since 6.5, else boot with secretmem.enable=1) keeps it out of everyone's reach")
+	}
 	a.releaseMemory()
 	return nil
 }
@@ -223,17 +255,15 @@ func (a *Agent) renew(ctx context.Context) {
 	if !now.Before(l.rotateAt) && l.rotateBO.ready(now) && cur.expiry.Sub(now) > a.propagation+a.retireMargin {
 		return
 	}
-	exp := now.Add(a.ttl)
 	expired := !now.Before(cur.expiry)
-	var (
-		user string
-		err  error
-	)
+	sent := a.serverExpiry(now.Add(a.ttl))
+	var user string
 	callCtx, cancel := context.WithTimeout(ctx, a.callTimeout)
 	// Never import the same key again: if it is gone from the profile,
 	// someone may have deleted it on purpose (an admin revoking it).
-	err = a.reg.Extend(callCtx, cur.authorized, exp)
+	err := a.reg.Extend(callCtx, cur.authorized, sent)
 	cancel()
+	a.observeServerClock()
 	if errors.Is(err, fs.ErrNotExist) {
 		a.replaceVanished(cur, expired, err)
 		return
@@ -255,13 +285,54 @@ func (a *Agent) renew(ctx context.Context) {
 	recovered := l.renewBO.failures > 0
 	l.renewBO.reset()
 	a.mu.Lock()
-	cur.expiry = exp
+	cur.serverExpiry = sent
+	cur.expiry = sent.Add(-l.skew)
 	if user != "" {
 		a.setUsernameLocked(user)
 	}
 	a.mu.Unlock()
-	l.renewAt = exp.Add(-a.ttl / 2)
-	a.log.Info("key renewed", "fingerprint", cur.key.Fingerprint(), "expiry", exp.UTC(), "recovered", recovered)
+	if a.expiredAtServer(cur) {
+		// The answer showed OS Login's clock past even the new expiry:
+		// the "renewal" left the key expired there.
+		a.logDeadOnArrival(cur)
+		a.replaceExpired(cur)
+		return
+	}
+	l.renewAt = cur.expiry.Add(-a.ttl / 2)
+	a.log.Info("key renewed", "fingerprint", cur.key.Fingerprint(), "expiry", cur.expiry.UTC(),
+		"oslogin_expiry", sent.UTC(), "recovered", recovered)
+}
+
+// expiredAtServer reports whether the Registrar's last answer showed its
+// clock at or past k's expiry as sent: VMs already refuse the key. l.mu
+// must be held.
+func (a *Agent) expiredAtServer(k *leasedKey) bool {
+	l := &a.lease
+	return !l.serverAt.IsZero() && !k.serverExpiry.IsZero() && !l.serverAt.Before(k.serverExpiry)
+}
+
+// logDeadOnArrival reports loudly a registration that was expired at OS
+// Login the moment it was stored.
+func (a *Agent) logDeadOnArrival(k *leasedKey) {
+	a.log.Error("key registration arrived already expired at OS Login: its clock is ahead of this host's by more than the expiry sent; "+
+		"not counting it as registered, replacing it with a fresh key whose expiry is in OS Login's clock",
+		"fingerprint", k.key.Fingerprint(), "oslogin_expiry", k.serverExpiry.UTC(),
+		"oslogin_time", a.lease.serverAt.UTC(), "skew", a.lease.skew.Round(100*time.Millisecond))
+}
+
+// replaceExpired takes a current key that OS Login already considers
+// expired out of the keyring, destroys it, queues its revocation (it is
+// still in the profile) and makes a rotation due at once.
+func (a *Agent) replaceExpired(cur *leasedKey) {
+	l := &a.lease
+	a.mu.Lock()
+	a.keys = slices.DeleteFunc(slices.Clone(a.keys), func(k *leasedKey) bool { return k == cur })
+	a.mu.Unlock()
+	cur.key.Destroy()
+	l.orphans = append(l.orphans, revocation{cur.authorized, cur.key.Fingerprint()})
+	l.renewBO.reset()
+	l.rotateBO.reset()
+	l.rotateAt = a.now()
 }
 
 // replaceVanished handles a current key that is no longer registered: it
@@ -309,10 +380,17 @@ func (a *Agent) rotateKey(ctx context.Context) {
 		l.pending = lk
 	}
 	nk := l.pending
-	exp := now.Add(a.ttl)
 	callCtx, cancel := context.WithTimeout(ctx, a.callTimeout)
-	user, err := a.register(callCtx, nk, exp)
+	user, err := a.register(callCtx, nk, now.Add(a.ttl))
 	cancel()
+	if err == nil && a.expiredAtServer(nk) {
+		a.logDeadOnArrival(nk)
+		l.pending = nil
+		nk.key.Destroy()
+		l.orphans = append(l.orphans, revocation{nk.authorized, nk.key.Fingerprint()})
+		l.rotateBO.fail(a.now())
+		return
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -339,6 +417,7 @@ func (a *Agent) rotateKey(ctx context.Context) {
 	a.setUsernameLocked(user)
 	a.mu.Unlock()
 
+	exp := nk.expiry
 	l.renewAt = exp.Add(-a.ttl / 2)
 	l.renewBO.reset()
 	l.rotateAt = nk.registered.Add(a.rotate)
@@ -527,11 +606,14 @@ func (a *Agent) generate() (*leasedKey, error) {
 	return newLeasedKey(k, a.comment), nil
 }
 
-// register registers lk until exp and, on success, records when. A
+// register registers lk until exp, a time by this host's clock that it
+// sends converted to the Registrar's, and, on success, records when. A
 // registration that reports no username is an error: the agent could not
-// tell anyone how to log in.
+// tell anyone how to log in. The caller checks expiredAtServer.
 func (a *Agent) register(ctx context.Context, lk *leasedKey, exp time.Time) (string, error) {
-	user, err := a.reg.Register(ctx, lk.authorized, exp)
+	sent := a.serverExpiry(exp)
+	user, err := a.reg.Register(ctx, lk.authorized, sent)
+	a.observeServerClock()
 	if err == nil && user == "" {
 		err = errors.New("the registrar reported no POSIX username")
 	}
@@ -539,7 +621,10 @@ func (a *Agent) register(ctx context.Context, lk *leasedKey, exp time.Time) (str
 		return "", fmt.Errorf("register key %s: %w", lk.key.Fingerprint(), err)
 	}
 	lk.registered = a.now()
-	lk.expiry = exp
+	a.mu.Lock()
+	lk.serverExpiry = sent
+	lk.expiry = sent.Add(-a.lease.skew)
+	a.mu.Unlock()
 	return user, nil
 }
 

@@ -110,7 +110,7 @@ func (l *lockState) lock(ctx context.Context, passphrase []byte) error {
 func (l *lockState) unlock(ctx context.Context, passphrase []byte, step time.Duration) (int, error) {
 	defer clear(passphrase)
 	if !l.isLocked() {
-		return 0, errors.New("agent: not locked")
+		return 0, errors.New("not locked")
 	}
 	if err := l.acquire(ctx); err != nil {
 		return 0, err

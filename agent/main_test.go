@@ -107,10 +107,10 @@ func childHarden() int {
 		fmt.Printf("getrlimit: %v\n", err)
 		return 4
 	}
-	// Allocate after mlockall(MCL_FUTURE) to show the runtime survives.
+	// Allocate afterwards to show the runtime survives.
 	buf := make([]byte, 64<<20)
 	buf[len(buf)-1] = 1
-	fmt.Printf("dumpable=%d core=%d/%d\n", dumpable, core.Cur, core.Max)
+	fmt.Printf("dumpable=%d core=%d/%d vmlck=%s\n", dumpable, core.Cur, core.Max, vmLck())
 	return 0
 }
 
@@ -336,4 +336,18 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// vmLck is the VmLck value of /proc/self/status in kB, "?" if unreadable.
+func vmLck() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmLck:"); ok {
+			return strings.TrimSuffix(strings.TrimSpace(v), " kB")
+		}
+	}
+	return "?"
 }

@@ -37,7 +37,9 @@ type Options struct {
 	Backoff     Backoff
 	CallTimeout time.Duration // per attempt; default 15s
 	Logger      *slog.Logger
-	Now         func() time.Time // default time.Now; decides which keys have expired
+	// Now is the local clock, default time.Now. Which keys have expired is
+	// decided by it corrected to OS Login's clock (see ServerTime).
+	Now func() time.Time
 }
 
 // Client leases keys to one account's OS Login profile. It implements
@@ -52,6 +54,7 @@ type Client struct {
 	callTimeout time.Duration
 	log         *slog.Logger
 	now         func() time.Time
+	clock       *serverClock // OS Login's time as of its last answer
 }
 
 // New builds a Client. It makes no network call.
@@ -69,7 +72,15 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if base == nil {
 		base = Endpoints{}.HTTPTransport()
 	}
-	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.ReuseTokenSource(nil, opts.TokenSource), Base: base}}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	clock := &serverClock{now: now}
+	hc := &http.Client{Transport: &oauth2.Transport{
+		Source: oauth2.ReuseTokenSource(nil, opts.TokenSource),
+		Base:   &clockTransport{base: base, clock: clock},
+	}}
 	svcOpts := []option.ClientOption{option.WithHTTPClient(hc)}
 	if opts.Endpoint != "" {
 		svcOpts = append(svcOpts, option.WithEndpoint(strings.TrimSuffix(opts.Endpoint, "/")+"/"))
@@ -87,16 +98,14 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		backoff:     opts.Backoff.withDefaults(),
 		callTimeout: opts.CallTimeout,
 		log:         opts.Logger,
-		now:         opts.Now,
+		now:         now,
+		clock:       clock,
 	}
 	if c.callTimeout <= 0 {
 		c.callTimeout = defaultCallTimeout
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
-	}
-	if c.now == nil {
-		c.now = time.Now
 	}
 	return c, nil
 }
@@ -179,7 +188,7 @@ func (c *Client) Extend(ctx context.Context, authorizedKey string, expiry time.T
 	if isNotFound(err) {
 		// Not imported again: someone may have deleted it on purpose.
 		// The agent replaces it with a fresh key.
-		return fmt.Errorf("oslogin: extend key %s: not in the login profile of %s: %w", Fingerprint(authorizedKey), c.account, fs.ErrNotExist)
+		return fmt.Errorf("extend key %s: not in the login profile of %s: %w", Fingerprint(authorizedKey), c.account, fs.ErrNotExist)
 	}
 	if err != nil {
 		return c.explain("extend key", err)
@@ -214,7 +223,7 @@ func (c *Client) PruneExpired(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, c.explain("get login profile", err)
 	}
-	now := c.now().UnixMicro()
+	now := c.serverNow().UnixMicro()
 	n := 0
 	for fp, key := range profile.SshPublicKeys {
 		if key.ExpirationTimeUsec == 0 || key.ExpirationTimeUsec > now {

@@ -389,3 +389,47 @@ func TestAnswersAUserCanRead(t *testing.T) {
 		}
 	})
 }
+
+// TestServerTime checks that the client reports OS Login's clock as of its
+// last answer, so the agent can compute expiries in that clock.
+func TestServerTime(t *testing.T) {
+	f := newFixture(t, nil)
+	if _, _, ok := f.client.ServerTime(); ok {
+		t.Fatal("ServerTime reported a time before any answer")
+	}
+	f.srv.Emulator.Advance(15 * time.Second)
+	before := time.Now()
+	if _, err := f.client.Register(context.Background(), line, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	server, local, ok := f.client.ServerTime()
+	if !ok {
+		t.Fatal("no server time after an answer")
+	}
+	if local.Before(before) || local.After(time.Now()) {
+		t.Errorf("local receive time %v not during the call", local)
+	}
+	// The Date header has whole seconds; ServerTime takes the middle.
+	if skew := server.Sub(local); skew < 14*time.Second || skew > 16*time.Second {
+		t.Errorf("measured skew %v, want 15s ± 1s", skew)
+	}
+}
+
+// TestPruneExpiredInServerClock checks that PruneExpired judges expiry by
+// OS Login's clock: with OS Login 50 minutes ahead, a key whose expiry is
+// still ahead by this host's clock is already expired there.
+func TestPruneExpiredInServerClock(t *testing.T) {
+	f := newFixture(t, func(c *emulator.Config) { c.PurgeDelay = -1 })
+	f.srv.Emulator.Advance(50 * time.Minute) // within the token's hour
+	ctx := context.Background()
+	if _, err := f.client.Register(ctx, line, time.Now().Add(20*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.client.PruneExpired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || len(f.keys()) != 0 {
+		t.Errorf("PruneExpired deleted %d keys, left %+v; want the key expired at OS Login deleted", n, f.keys())
+	}
+}

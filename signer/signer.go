@@ -10,30 +10,54 @@
 // key type and its SHA256 fingerprint. There is no constructor from existing
 // key material either: every key is born here and dies here.
 //
+// # Where the key bytes live
+//
+// An ed25519 key (the default type) is generated straight into a page of
+// its own, mapped for that key alone:
+//   - memfd_secret(2) where the kernel offers it (Linux 5.14+; on by default
+//     since 6.5, else boot with secretmem.enable=1): the page is taken out of
+//     the kernel's direct map, so neither root nor the kernel on a process's
+//     behalf can read it through /proc/PID/mem, ptrace or /dev/mem; it is
+//     locked in RAM and left out of core dumps.
+//   - otherwise an anonymous mapping that is mlocked (when RLIMIT_MEMLOCK
+//     allows one page; see [Key.Protection]), marked MADV_DONTDUMP and
+//     MADV_WIPEONFORK.
+//
+// ECDSA and RSA keys live on the Go heap: their big.Int values cannot be
+// placed in memory of our own, and keeping a serialized copy in a protected
+// page would protect nothing the heap copy does not expose. They are
+// neither locked nor kept out of the direct map.
+//
 // # What Destroy can and cannot do
 //
 // [Key.Destroy] overwrites the private key bytes this package holds (the
-// ed25519 seed and public half, the ECDSA scalar, the RSA private exponent,
-// primes and CRT values, word by word through big.Int.Bits) and drops every
-// reference to them. After Destroy, signing fails with [ErrDestroyed].
+// ed25519 page, which it then unmaps; the ECDSA scalar; the RSA private
+// exponent, primes and CRT values, word by word through big.Int.Bits) and
+// drops every reference to them. After Destroy, signing fails with
+// [ErrDestroyed].
 //
 // Go gives no stronger guarantee than that, and this package does not claim
 // one:
-//   - The garbage collector may have moved or copied heap objects before
-//     Destroy ran, and big.Int arithmetic leaves intermediate values in
-//     memory that is freed, not cleared.
-//   - The standard library keeps its own representation of a key: crypto/ed25519
-//     and crypto/ecdsa cache an internal FIPS-module copy per key until some
-//     time after the key becomes unreachable, and crypto/rsa stores one in an
-//     unexported field of PrecomputedValues. Those copies are released to the
-//     garbage collector, not zeroed.
+//   - crypto/ed25519 signs only from heap memory (it caches an expanded form
+//     of each key under a weak pointer to the key's bytes). Each ed25519
+//     signature therefore copies the key into a fresh heap buffer, which is
+//     cleared afterwards; the library's expanded copy (seed, scalar and
+//     prefix) stays on the heap, released to the garbage collector but not
+//     zeroed, and so does the transient expansion made once at generation.
+//   - crypto/ecdsa keeps an internal FIPS-module copy per key, and
+//     crypto/rsa one in an unexported field of PrecomputedValues: released
+//     to the garbage collector, not zeroed.
+//   - The garbage collector may have copied heap objects before Destroy ran,
+//     and big.Int arithmetic leaves intermediate values in memory that is
+//     freed, not cleared.
 //   - Signing puts key-dependent values on goroutine stacks, which Go neither
 //     clears nor lets us clear.
-//   - Without mlock (see the agent package's Harden) pages may reach swap, and
-//     a core dump or a debugger attached as the same user sees everything.
 //
-// Destroy therefore shortens the time key material is present in memory; it
-// does not make memory forensics impossible.
+// The protected page keeps the key's long-lived copy out of swap, core
+// dumps and (with memfd_secret) reach of root; the copies above are
+// short-lived in the sense that the heap reuses their memory, not that
+// anything wipes it. Destroy shortens the time key material is present in
+// memory; it does not make memory forensics impossible.
 package signer
 
 import (
@@ -72,6 +96,7 @@ type Key struct {
 	priv      crypto.Signer // the standard library key; never returned
 	signer    ssh.AlgorithmSigner
 	wipe      func()
+	mem       *secretMem // the protected pages holding an ed25519 key; nil for other types
 }
 
 // Compile-time checks of the interfaces Key promises.
@@ -89,14 +114,20 @@ func Generate(t KeyType) (*Key, error) {
 	var (
 		priv crypto.Signer
 		wipe func()
+		mem  *secretMem
 	)
 	switch t {
 	case Ed25519:
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
+		var err error
+		if mem, err = newSecretMem(ed25519.PrivateKeySize, true); err != nil {
 			return nil, fmt.Errorf("generate %s key: %w", t, err)
 		}
-		priv, wipe = k, func() { clear(k) }
+		k, err := newEd25519In(mem)
+		if err != nil {
+			_ = mem.destroy()
+			return nil, fmt.Errorf("generate %s key: %w", t, err)
+		}
+		priv, wipe = k, func() { _ = mem.destroy() }
 	case ECDSAP256, ECDSAP384:
 		curve := elliptic.P256()
 		if t == ECDSAP384 {
@@ -140,7 +171,66 @@ func Generate(t KeyType) (*Key, error) {
 		priv:   priv,
 		signer: as,
 		wipe:   wipe,
+		mem:    mem,
 	}, nil
+}
+
+// memEd25519 is an ed25519 key whose private bytes (seed and public half,
+// as in ed25519.PrivateKey) live in protected memory. It cannot simply be
+// an ed25519.PrivateKey backed by that memory: crypto/ed25519 caches its
+// expanded form of each key under a weak pointer to the key's first byte,
+// and weak pointers to memory outside the Go heap crash the runtime.
+type memEd25519 struct {
+	mem *secretMem
+	pub ed25519.PublicKey
+}
+
+// newEd25519In generates an ed25519 key inside mem. The seed is read
+// straight into mem; the standard library's expansion of it exists on the
+// heap for a moment and is cleared at once.
+func newEd25519In(mem *secretMem) (*memEd25519, error) {
+	k := mem.b[:ed25519.PrivateKeySize:ed25519.PrivateKeySize]
+	if _, err := io.ReadFull(rand.Reader, k[:ed25519.SeedSize]); err != nil {
+		return nil, fmt.Errorf("read random seed: %w", err)
+	}
+	full := ed25519.NewKeyFromSeed(k[:ed25519.SeedSize])
+	copy(k[ed25519.SeedSize:], full[ed25519.SeedSize:])
+	clear(full)
+	pub := make(ed25519.PublicKey, ed25519.PublicKeySize)
+	copy(pub, k[ed25519.SeedSize:])
+	return &memEd25519{mem: mem, pub: pub}, nil
+}
+
+// Public implements crypto.Signer.
+func (k *memEd25519) Public() crypto.PublicKey { return k.pub }
+
+// Sign implements crypto.Signer. crypto/ed25519 only signs from heap
+// memory, so the key is copied into a fresh heap buffer for the one
+// signature and the buffer is cleared afterwards. The library's expanded
+// copy derived from it (cached until the buffer is collected) and the
+// values on the signing goroutine's stack are not cleared: Go offers no way
+// to. Key.Destroy serializes with Sign, so the memory is mapped here.
+func (k *memEd25519) Sign(r io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	scratch := make(ed25519.PrivateKey, ed25519.PrivateKeySize)
+	defer clear(scratch)
+	copy(scratch, k.mem.b[:ed25519.PrivateKeySize])
+	return scratch.Sign(r, msg, opts)
+}
+
+// Protection says how the private key bytes this package holds are
+// protected: "memfd_secret" (outside the kernel's direct map, locked, not
+// dumpable), "mlock" (locked, not dumpable, wiped on fork), "mlock-failed"
+// (not dumpable, but RLIMIT_MEMLOCK kept it from being locked), or "heap"
+// (ECDSA and RSA keys, and other systems than Linux: see the package
+// documentation).
+func (k *Key) Protection() string {
+	switch {
+	case k.mem == nil:
+		return "heap"
+	case k.mem.kind == "mlock" && !k.mem.locked:
+		return "mlock-failed"
+	}
+	return k.mem.kind
 }
 
 // Type returns the key's type.

@@ -134,6 +134,8 @@ func secretForms(t *testing.T, k *Key) [][]byte {
 	switch p := k.priv.(type) {
 	case ed25519.PrivateKey:
 		raw = append(raw, p.Seed())
+	case *memEd25519:
+		raw = append(raw, bytes.Clone(p.mem.b[:ed25519.SeedSize]))
 	case *ecdsa.PrivateKey:
 		//lint:ignore SA1019 the exported copy of the scalar is what Destroy wipes
 		ints = append(ints, p.D)
@@ -243,6 +245,12 @@ func TestDestroy(t *testing.T) {
 			case ed25519.PrivateKey:
 				if !bytes.Equal(p, make([]byte, len(p))) {
 					t.Error("ed25519 private key not zeroed")
+				}
+			case *memEd25519:
+				// Zeroed, then unmapped (TestEd25519KeyInProtectedPages
+				// checks the mapping is gone).
+				if p.mem.b != nil {
+					t.Error("ed25519 key memory not released")
 				}
 			case *ecdsa.PrivateKey:
 				//lint:ignore SA1019 the exported copy of the scalar is what Destroy wipes

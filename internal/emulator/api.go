@@ -80,6 +80,10 @@ func parseAPIRoute(method, escapedPath string) (apiRoute, bool) {
 // lock and written after it, so slow clients and latency faults never block
 // other requests.
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
+	// Google's answers carry Google's time, and clients measure their clock
+	// difference with it; so the emulator's carry its own movable clock.
+	// net/http keeps a Date header set before the status is written.
+	w.Header().Set("Date", e.Now().UTC().Format(http.TimeFormat))
 	rt, ok := parseAPIRoute(r.Method, r.URL.EscapedPath())
 	if !ok {
 		errNotFound().write(w)

@@ -410,3 +410,22 @@ func getProfile(svc *oslogin.Service, user string) error {
 type fixedClock struct{ t time.Time }
 
 func (c *fixedClock) Now() time.Time { return c.t }
+
+// TestDateHeaderFromClock checks that API answers carry the emulator's
+// clock, Advance included, in their Date header, as Google's answers carry
+// Google's: clients measure their clock difference with it.
+func TestDateHeaderFromClock(t *testing.T) {
+	clock := &fixedClock{t: time.Date(2030, 1, 2, 3, 4, 5, 700e6, time.UTC)}
+	srv := emulatortest.StartWithOptions(t, emulator.Options{Config: testConfig(), Clock: clock})
+	srv.Emulator.Advance(15 * time.Second)
+	for _, path := range []string{"/v1/users/" + saEmail + "/loginProfile", "/v1/nowhere"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got, want := resp.Header.Get("Date"), "Wed, 02 Jan 2030 03:04:20 GMT"; got != want {
+			t.Errorf("GET %s (%s): Date %q, want %q", path, resp.Status, got, want)
+		}
+	}
+}
