@@ -11,9 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // stopSignals end the agent cleanly: keys deleted, socket removed.
@@ -159,59 +156,4 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// killAgent stops the agent named by SSH_AGENT_PID and waits until it has
-// deleted its keys and exited, then prints the shell lines that forget it.
-func killAgent(cfg *config, stdout io.Writer) error {
-	v := os.Getenv("SSH_AGENT_PID")
-	if v == "" {
-		return errors.New("SSH_AGENT_PID is not set, so there is no agent to stop (run eval \"$(oslogin-agent -s)\" first)")
-	}
-	pid, err := strconv.Atoi(v)
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("SSH_AGENT_PID=%q is not a process id", v)
-	}
-	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
-		if owner, err := socketOwner(sock); err == nil && owner != pid {
-			return fmt.Errorf("SSH_AUTH_SOCK %s belongs to process %d, not SSH_AGENT_PID %d; not stopping anything", sock, owner, pid)
-		}
-	}
-	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
-		return fmt.Errorf("stop agent pid %d: %w", pid, err)
-	}
-	deadline := time.Now().Add(closeTimeout + 5*time.Second)
-	for unix.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("agent pid %d did not exit within %v", pid, closeTimeout+5*time.Second)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	csh := cfg.cshSyntax || (!cfg.shSyntax && strings.HasSuffix(os.Getenv("SHELL"), "csh"))
-	for _, k := range []string{"SSH_AUTH_SOCK", "SSH_AGENT_PID", "OSLOGIN_USER"} {
-		if csh {
-			fmt.Fprintf(stdout, "unsetenv %s;\n", k)
-		} else {
-			fmt.Fprintf(stdout, "unset %s;\n", k)
-		}
-	}
-	fmt.Fprintf(stdout, "echo Agent pid %d killed;\n", pid)
-	return nil
-}
-
-// socketOwner returns the pid of the process serving a Unix socket.
-func socketOwner(path string) (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		return 0, err
-	}
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil {
-		return 0, err
-	}
-	return int(cred.Pid), nil
 }
