@@ -32,7 +32,10 @@ func runForeground(cfg *config, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprint(stdout, shellLines(cfg, s.socket, os.Getpid(), s.username))
 	<-ctx.Done()
-	return s.stop()
+	// Exit 0 as documented even if OS Login could not be reached to
+	// delete the keys: stop has logged that they expire by their TTL.
+	s.stop()
+	return nil
 }
 
 // runCommand runs one command with the agent and returns its exit status,

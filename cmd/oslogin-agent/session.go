@@ -31,24 +31,40 @@ type session struct {
 	wg       sync.WaitGroup
 }
 
-// startSession finds the credentials, registers the first key and only then
-// opens the socket, so that a client that can connect can also log in.
-func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session, error) {
+// startSession opens the socket, finds the credentials, registers the
+// first key and only then serves the socket, so that a client that can
+// connect can also log in. The socket is opened first so that a path that
+// cannot be used costs no import and delete at OS Login. Every step is
+// bounded by --start-timeout and ends when ctx does (a signal).
+func startSession(ctx context.Context, cfg *config, log *slog.Logger) (_ *session, err error) {
 	agent.Harden(log)
-	// Check -a before registering anything; "" means Listen's private
-	// default directory.
-	socket := cfg.socket
-	if socket != "" {
-		var err error
-		if socket, err = agent.SocketPath(socket); err != nil {
-			return nil, err
-		}
-	}
 	startCtx, cancelStart := context.WithTimeout(ctx, cfg.startTime)
 	defer cancelStart()
-	id, err := oslogin.FindIdentity(startCtx, oslogin.IdentityOptions{
-		Account: cfg.account, Project: cfg.project,
-		TokenInfoURL: cfg.endpoints.TokenInfo, HTTPClient: cfg.endpoints.HTTPClient(),
+	defer func() {
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("no key registered within --start-timeout %v; the last error: %w", cfg.startTime, err)
+		}
+	}()
+	var ln net.Listener
+	if cfg.activation.fds > 0 {
+		ln, err = cfg.activation.listener()
+	} else {
+		ln, err = agent.Listen(cfg.socket) // "" means Listen's private default directory
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
+	socket := ln.Addr().String()
+	id, err := bounded(startCtx, func() (*oslogin.Identity, error) {
+		return oslogin.FindIdentity(startCtx, oslogin.IdentityOptions{
+			Account: cfg.account, Project: cfg.project,
+			TokenInfoURL: cfg.endpoints.TokenInfo, HTTPClient: cfg.endpoints.HTTPClient(),
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -79,25 +95,9 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Start(startCtx); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			err = fmt.Errorf("%w (no key registered within --start-timeout %v)", err, cfg.startTime)
-		}
+	if err := a.Start(startCtx); err != nil { // every call in it is bounded by startCtx
 		return nil, errors.Join(err, closeAgent(a))
 	}
-	var ln net.Listener
-	if cfg.activation.fds > 0 {
-		ln, err = cfg.activation.listener()
-		if err == nil {
-			socket = ln.Addr().String()
-		}
-	} else {
-		ln, err = agent.Listen(socket)
-	}
-	if err != nil {
-		return nil, errors.Join(err, closeAgent(a))
-	}
-	socket = ln.Addr().String()
 	runCtx, cancel := context.WithCancel(ctx)
 	s := &session{agent: a, ln: ln, socket: socket, account: id.Account, username: a.Username(), log: log, cancel: cancel}
 	s.wg.Add(2)
@@ -142,6 +142,31 @@ func (s *session) stop() error {
 		s.log.Info("keys deleted from OS Login; agent stopped")
 	}
 	return err
+}
+
+// bounded runs a start-up step that may not watch its context all the way
+// down (credential discovery asks the metadata server through clients
+// that ignore it) and returns when ctx ends even if the step has not. The
+// step's goroutine then finishes on its own, bounded by its HTTP clients'
+// timeouts; nothing waits for it, as start-up has failed and the process
+// is about to exit.
+func bounded[T any](ctx context.Context, step func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1) // never blocks the step
+	go func() {
+		v, err := step()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("start-up interrupted: %w", ctx.Err())
+	}
 }
 
 func closeAgent(a *agent.Agent) error {
