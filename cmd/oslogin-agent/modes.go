@@ -143,13 +143,25 @@ func shellLines(cfg *config, socket string, pid int, user string) string {
 	var b strings.Builder
 	for _, kv := range vars {
 		if csh {
-			fmt.Fprintf(&b, "setenv %s %s;\n", kv[0], shellQuote(kv[1]))
+			fmt.Fprintf(&b, "setenv %s %s;\n", kv[0], cshQuote(kv[1]))
 		} else {
 			fmt.Fprintf(&b, "%s=%s; export %s;\n", kv[0], shellQuote(kv[1]), kv[0])
 		}
 	}
 	fmt.Fprintf(&b, "echo Agent pid %d;\n", pid)
 	return b.String()
+}
+
+// cshQuote quotes for csh and tcsh, where single quotes do not stop
+// history substitution (!) and do not hold a newline: ! is escaped with a
+// backslash and a newline with a backslash inside the quotes, which both
+// shells accept.
+func cshQuote(s string) string {
+	q := shellQuote(s)
+	if !strings.HasPrefix(q, "'") {
+		return q
+	}
+	return strings.NewReplacer("!", `\!`, "\n", "\\\n").Replace(q)
 }
 
 // shellQuote leaves plain words alone, as ssh-agent prints them, and single-
