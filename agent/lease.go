@@ -91,7 +91,9 @@ func (b *backoff) after(t time.Time) time.Time {
 // returns only once the Registrar confirmed the registration, so the caller
 // can start serving afterwards. If registration fails, the key is destroyed,
 // a best-effort Revoke covers a registration that happened despite the
-// error, and nothing is left registered.
+// error (skipped when the error has a NotRegistered method that returns
+// true: the Registrar knows nothing was stored), and nothing is left
+// registered.
 func (a *Agent) Start(ctx context.Context) error {
 	l := &a.lease
 	l.mu.Lock()
@@ -126,7 +128,10 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	if err != nil {
 		lk.key.Destroy()
-		a.revokeQuietly(ctx, lk.authorized)
+		var nr interface{ NotRegistered() bool }
+		if !errors.As(err, &nr) || !nr.NotRegistered() {
+			a.revokeQuietly(ctx, lk.authorized)
+		}
 		return err
 	}
 	exp := lk.expiry
@@ -628,11 +633,19 @@ func (a *Agent) register(ctx context.Context, lk *leasedKey, exp time.Time) (str
 	return user, nil
 }
 
+// startRevokeGrace bounds the delete of a key whose registration failed
+// in a way that leaves it unknown whether OS Login stored it.
+const startRevokeGrace = 700 * time.Millisecond
+
 // revokeQuietly withdraws a key whose registration failed, in case the
 // failure was only in the reply. Errors are logged at Debug: the key was
 // probably never stored.
+//
+// It gets a short grace of its own, not a full call timeout: start-up
+// must end promptly at its deadline or on a signal, and a key that was
+// stored after all still expires by its TTL.
 func (a *Agent) revokeQuietly(ctx context.Context, line string) {
-	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.callTimeout)
+	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.callTimeout, startRevokeGrace))
 	defer cancel()
 	if err := a.reg.Revoke(callCtx, line); err != nil {
 		a.log.Debug("revoke after failed registration", "error", err)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -46,6 +47,7 @@ type Options struct {
 // agent.Registrar and is safe for concurrent use.
 type Client struct {
 	svc         *oslogin.Service
+	tokens      *tokenCache
 	account     string
 	project     string
 	user        string // "users/" + account, the resource name every call starts from
@@ -77,10 +79,8 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		now = time.Now
 	}
 	clock := &serverClock{now: now}
-	hc := &http.Client{Transport: &oauth2.Transport{
-		Source: oauth2.ReuseTokenSource(nil, opts.TokenSource),
-		Base:   &clockTransport{base: base, clock: clock},
-	}}
+	tokens := newTokenCache(opts.TokenSource)
+	hc := &http.Client{Transport: &oauth2.Transport{Source: tokens, Base: &clockTransport{base: base, clock: clock}}}
 	svcOpts := []option.ClientOption{option.WithHTTPClient(hc)}
 	if opts.Endpoint != "" {
 		svcOpts = append(svcOpts, option.WithEndpoint(strings.TrimSuffix(opts.Endpoint, "/")+"/"))
@@ -91,6 +91,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	c := &Client{
 		svc:         svc,
+		tokens:      tokens,
 		account:     opts.Account,
 		project:     opts.Project,
 		user:        "users/" + opts.Account,
@@ -120,9 +121,17 @@ func (c *Client) Project() string { return c.project }
 // username for the project. It checks that the returned profile really holds
 // the key, and when the profile is full it deletes this account's expired
 // keys and tries once more.
-func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time.Time) (string, error) {
+func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time.Time) (_ string, err error) {
 	fp := Fingerprint(authorizedKey)
-	resp, err := c.importKey(ctx, authorizedKey, expiry)
+	maybeStored := false // set by an attempt whose outcome is unknown
+	defer func() {
+		// Nothing to delete: say so, so that start-up does not spend its
+		// time deleting a key OS Login never had.
+		if err != nil && !maybeStored {
+			err = &notRegisteredError{err}
+		}
+	}()
+	resp, err := c.importKey(ctx, authorizedKey, expiry, &maybeStored)
 	if isProfileFull(err) {
 		n, perr := c.PruneExpired(ctx)
 		if perr != nil {
@@ -133,7 +142,7 @@ func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time
 				"delete keys that never expire (gcloud compute os-login ssh-keys list / remove): %w", c.account, readable(err))
 		}
 		c.log.Info("login profile was full; deleted expired keys and importing again", "deleted", n)
-		resp, err = c.importKey(ctx, authorizedKey, expiry)
+		resp, err = c.importKey(ctx, authorizedKey, expiry, &maybeStored)
 	}
 	if err != nil {
 		return "", c.explain("import key", err)
@@ -152,6 +161,7 @@ func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time
 	if err != nil {
 		// Leave nothing behind that no one will use.
 		if rerr := c.Revoke(ctx, authorizedKey); rerr != nil {
+			maybeStored = true
 			err = errors.Join(err, rerr)
 		}
 		return "", err
@@ -159,7 +169,7 @@ func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time
 	return username, nil
 }
 
-func (c *Client) importKey(ctx context.Context, authorizedKey string, expiry time.Time) (*oslogin.ImportSshPublicKeyResponse, error) {
+func (c *Client) importKey(ctx context.Context, authorizedKey string, expiry time.Time, maybeStored *bool) (*oslogin.ImportSshPublicKeyResponse, error) {
 	key := &oslogin.SshPublicKey{Key: authorizedKey, ExpirationTimeUsec: usec(expiry)}
 	var resp *oslogin.ImportSshPublicKeyResponse
 	err := c.retry(ctx, "import key", func(ctx context.Context) error {
@@ -169,6 +179,9 @@ func (c *Client) importKey(ctx context.Context, authorizedKey string, expiry tim
 		}
 		var err error
 		resp, err = call.Do()
+		if err != nil && !definite(err) {
+			*maybeStored = true
+		}
 		return err
 	})
 	return resp, err
@@ -242,9 +255,14 @@ func (c *Client) PruneExpired(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// retry runs fn until it succeeds, fails for good, runs out of attempts, or
-// ctx ends. Each attempt gets its own deadline.
+// retry runs fn until it succeeds, fails for good, runs out of attempts
+// (when Backoff.Attempts caps them), or ctx ends: the caller's deadline is
+// the one bound, reaching every attempt and every wait. Each attempt also
+// gets its own deadline. A 401 is tried once more with a fresh token: a
+// cached token the server no longer accepts would otherwise fail every
+// call until it expires.
 func (c *Client) retry(ctx context.Context, op string, fn func(context.Context) error) error {
+	refreshed := false
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, c.callTimeout)
 		err := fn(actx)
@@ -252,17 +270,85 @@ func (c *Client) retry(ctx context.Context, op string, fn func(context.Context) 
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return gaveUp(err, ctx)
+		}
+		if isUnauthenticated(err) && !refreshed {
+			refreshed = true
+			if rerr := c.tokens.refresh(); rerr != nil {
+				return fmt.Errorf("%w (and a new token could not be fetched: %w)", err, rerr)
+			}
+			c.log.Info("OS Login refused the token; trying once more with a new one", "op", op)
+			continue
+		}
 		again, wait := retryable(err)
-		if !again || attempt >= c.backoff.Attempts || ctx.Err() != nil {
+		if !again || (c.backoff.Attempts > 0 && attempt >= c.backoff.Attempts) {
 			return err
 		}
 		wait = max(wait, c.backoff.delay(attempt))
 		c.log.Warn("OS Login call failed; retrying", "op", op, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", describe(err))
 		c.log.Debug("OS Login call failed", "op", op, "detail", err)
-		if serr := sleep(ctx, wait); serr != nil {
-			return err
+		if sleep(ctx, wait) != nil {
+			return gaveUp(err, ctx)
 		}
 	}
+}
+
+// gaveUp is the last attempt's error, marked with why there was no other:
+// errors.Is finds context.DeadlineExceeded or context.Canceled in it.
+func gaveUp(last error, ctx context.Context) error {
+	if errors.Is(last, ctx.Err()) {
+		return last
+	}
+	return fmt.Errorf("%w (gave up: %w)", last, ctx.Err())
+}
+
+// notRegisteredError marks a Register error after which OS Login certainly
+// holds no trace of the key: every attempt was refused or never arrived.
+type notRegisteredError struct{ err error }
+
+func (e *notRegisteredError) Error() string { return e.err.Error() }
+func (e *notRegisteredError) Unwrap() error { return e.err }
+
+// NotRegistered tells the agent that there is no key to delete.
+func (e *notRegisteredError) NotRegistered() bool { return true }
+
+// tokenCache holds the token the client sends. x/oauth2 keeps a token
+// until it expires even when the server refuses it; refresh drops it.
+type tokenCache struct {
+	base oauth2.TokenSource
+	mu   sync.Mutex
+	cur  oauth2.TokenSource
+}
+
+func newTokenCache(base oauth2.TokenSource) *tokenCache {
+	return &tokenCache{base: base, cur: oauth2.ReuseTokenSource(nil, base)}
+}
+
+func (t *tokenCache) Token() (*oauth2.Token, error) {
+	t.mu.Lock()
+	cur := t.cur
+	t.mu.Unlock()
+	return cur.Token()
+}
+
+// refresh makes the next Token come from the token service. A base that
+// can drop its own cache (FindIdentity's) is asked to; for any other, a
+// cache of x/oauth2's is bypassed by starting a new one on what it wraps.
+func (t *tokenCache) refresh() error {
+	if r, ok := t.base.(interface{ Refresh() error }); ok {
+		if err := r.Refresh(); err != nil {
+			return err
+		}
+		t.mu.Lock()
+		t.cur = oauth2.ReuseTokenSource(nil, t.base)
+		t.mu.Unlock()
+		return nil
+	}
+	t.mu.Lock()
+	t.cur = oauth2.ReuseTokenSource(new(oauth2.Token), t.base)
+	t.mu.Unlock()
+	return nil
 }
 
 // usec is OS Login's expirationTimeUsec; the zero time means no expiry.

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
 
 	"cloud.google.com/go/compute/metadata"
 	"golang.org/x/oauth2"
@@ -72,7 +74,20 @@ func FindIdentity(ctx context.Context, opts IdentityOptions) (*Identity, error) 
 	if err != nil {
 		return nil, err
 	}
-	id := &Identity{Account: opts.Account, Project: opts.Project, TokenSource: creds.TokenSource, Source: source}
+	ts := &freshSource{cur: creds.TokenSource, build: func() (oauth2.TokenSource, error) {
+		return google.ComputeTokenSource("", Scope), nil
+	}}
+	if creds.JSON != nil {
+		b := creds.JSON
+		ts.build = func() (oauth2.TokenSource, error) {
+			c, err := credentialsFromJSON(tokenCtx, b, google.CredentialsParams{Scopes: []string{Scope}})
+			if err != nil {
+				return nil, err
+			}
+			return c.TokenSource, nil
+		}
+	}
+	id := &Identity{Account: opts.Account, Project: opts.Project, TokenSource: ts, Source: source}
 	if id.Project == "" {
 		id.Project = creds.ProjectID
 	}
@@ -228,7 +243,7 @@ func checkAccount(account string) error {
 func findCredentials(ctx context.Context) (*google.Credentials, string, error) {
 	params := google.CredentialsParams{Scopes: []string{Scope}}
 	if path := os.Getenv("GOOGLE_APPLICATION_CREDENTIALS"); path != "" {
-		b, err := os.ReadFile(path)
+		b, err := readCredentialsFile(path)
 		if err != nil {
 			return nil, "", fmt.Errorf("read GOOGLE_APPLICATION_CREDENTIALS: %w (point it at a readable credentials JSON file, or unset it to use the metadata server)", err)
 		}
@@ -248,6 +263,69 @@ func findCredentials(ctx context.Context) (*google.Credentials, string, error) {
 		return creds, "metadata server (attached service account)", nil
 	}
 	return creds, "gcloud application default credentials", nil
+}
+
+// maxCredentialsFile bounds a credentials file; real ones are a few KiB.
+const maxCredentialsFile = 1 << 20
+
+// readCredentialsFile reads a credentials file that cannot hold the agent:
+// it is opened without blocking (a FIFO nobody writes would otherwise hold
+// open(2) forever, deaf to signals), must be a regular file (not a pipe or
+// an endless device such as /dev/zero), and is read up to a bound.
+func readCredentialsFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case st.IsDir():
+		return nil, fmt.Errorf("%s is a directory", path)
+	case !st.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is not a regular file (%v)", path, st.Mode().Type())
+	case st.Size() > maxCredentialsFile:
+		return nil, fmt.Errorf("%s is larger than %d bytes, too large for a credentials file", path, maxCredentialsFile)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxCredentialsFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxCredentialsFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes, too large for a credentials file", path, maxCredentialsFile)
+	}
+	return b, nil
+}
+
+// freshSource is the identity's token source. It can drop its cached
+// token (Refresh): x/oauth2 keeps a token until it expires even after the
+// server refused it, and the client refreshes once on a 401.
+type freshSource struct {
+	build func() (oauth2.TokenSource, error)
+	mu    sync.Mutex
+	cur   oauth2.TokenSource
+}
+
+func (s *freshSource) Token() (*oauth2.Token, error) {
+	s.mu.Lock()
+	cur := s.cur
+	s.mu.Unlock()
+	return cur.Token()
+}
+
+// Refresh makes the next Token come from the token service.
+func (s *freshSource) Refresh() error {
+	ts, err := s.build()
+	if err != nil {
+		return fmt.Errorf("renew the token source: %w", err)
+	}
+	s.mu.Lock()
+	s.cur = ts
+	s.mu.Unlock()
+	return nil
 }
 
 // credentialTypes are the credential file types that can stand for an

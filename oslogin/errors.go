@@ -47,7 +47,18 @@ func (c *Client) explain(op string, err error) error {
 	if !errors.As(err, &gerr) {
 		return fmt.Errorf("%s: %w", op, plain(err))
 	}
-	err = apiError{gerr}
+	// The caller's deadline or cancellation stays visible to errors.Is
+	// (retry marks an answer after which it gave up).
+	for _, end := range []error{context.DeadlineExceeded, context.Canceled} {
+		if errors.Is(err, end) {
+			return fmt.Errorf("%w (gave up: %w)", c.explainAPI(op, gerr), end)
+		}
+	}
+	return c.explainAPI(op, gerr)
+}
+
+func (c *Client) explainAPI(op string, gerr *googleapi.Error) error {
+	err := error(apiError{gerr})
 	switch gerr.Code {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("%s: %w: the token for %s was refused (expired, revoked or not for this service); "+

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -14,9 +15,13 @@ import (
 // Backoff says how hard to retry a failed call. OS Login's generated Go
 // client does not retry at all, so the client does it here.
 type Backoff struct {
-	Initial  time.Duration // first delay; default 200ms
-	Max      time.Duration // cap on one delay; default 30s
-	Attempts int           // attempts per call, the first included; default 8
+	Initial time.Duration // first delay; default 200ms
+	Max     time.Duration // cap on one delay; default 30s
+	// Attempts caps the attempts per call, the first included; 0 means no
+	// cap. The caller's context is what bounds a call: a cap of its own
+	// would give up before a long deadline (--start-timeout) and outlive
+	// a short one.
+	Attempts int
 }
 
 func (b Backoff) withDefaults() Backoff {
@@ -25,9 +30,6 @@ func (b Backoff) withDefaults() Backoff {
 	}
 	if b.Max <= 0 {
 		b.Max = 30 * time.Second
-	}
-	if b.Attempts <= 0 {
-		b.Attempts = 8
 	}
 	return b
 }
@@ -40,6 +42,26 @@ func (b Backoff) delay(n int) time.Duration {
 		d = b.Max
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// definite tells whether a failed attempt certainly changed nothing at OS
+// Login: the server refused it (4xx, or 429 and 503, which Google answers
+// before doing anything), or no connection was made. A timeout, a dropped
+// connection or another 5xx may come after the change was made.
+func definite(err error) bool {
+	var gerr *googleapi.Error
+	if errors.As(err, &gerr) {
+		c := gerr.Code
+		return (c >= 400 && c < 500 && c != http.StatusRequestTimeout) || c == http.StatusServiceUnavailable
+	}
+	var oerr *net.OpError
+	return errors.As(err, &oerr) && oerr.Op == "dial"
+}
+
+// isUnauthenticated reports a 401: the token was refused.
+func isUnauthenticated(err error) bool {
+	var gerr *googleapi.Error
+	return errors.As(err, &gerr) && gerr.Code == http.StatusUnauthorized
 }
 
 // retryable tells whether err is worth another attempt and how long the

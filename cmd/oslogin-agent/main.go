@@ -81,6 +81,10 @@ func exitStatus(stderr io.Writer, err error) int {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return 0
 	}
+	if errors.Is(err, errInterrupted) {
+		fmt.Fprintf(stderr, "oslogin-agent: %v\n", err)
+		return 130
+	}
 	fmt.Fprintf(stderr, "oslogin-agent: %s\n", strings.Join(strings.Fields(err.Error()), " "))
 	if errors.As(err, new(usageError)) {
 		return 2

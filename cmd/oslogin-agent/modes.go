@@ -11,9 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // stopSignals end the agent cleanly: keys deleted, socket removed.
@@ -35,7 +32,10 @@ func runForeground(cfg *config, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprint(stdout, shellLines(cfg, s.socket, os.Getpid(), s.username))
 	<-ctx.Done()
-	return s.stop()
+	// Exit 0 as documented even if OS Login could not be reached to
+	// delete the keys: stop has logged that they expire by their TTL.
+	s.stop()
+	return nil
 }
 
 // runCommand runs one command with the agent and returns its exit status,
@@ -143,13 +143,25 @@ func shellLines(cfg *config, socket string, pid int, user string) string {
 	var b strings.Builder
 	for _, kv := range vars {
 		if csh {
-			fmt.Fprintf(&b, "setenv %s %s;\n", kv[0], shellQuote(kv[1]))
+			fmt.Fprintf(&b, "setenv %s %s;\n", kv[0], cshQuote(kv[1]))
 		} else {
 			fmt.Fprintf(&b, "%s=%s; export %s;\n", kv[0], shellQuote(kv[1]), kv[0])
 		}
 	}
 	fmt.Fprintf(&b, "echo Agent pid %d;\n", pid)
 	return b.String()
+}
+
+// cshQuote quotes for csh and tcsh, where single quotes do not stop
+// history substitution (!) and do not hold a newline: ! is escaped with a
+// backslash and a newline with a backslash inside the quotes, which both
+// shells accept.
+func cshQuote(s string) string {
+	q := shellQuote(s)
+	if !strings.HasPrefix(q, "'") {
+		return q
+	}
+	return strings.NewReplacer("!", `\!`, "\n", "\\\n").Replace(q)
 }
 
 // shellQuote leaves plain words alone, as ssh-agent prints them, and single-
@@ -159,59 +171,4 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// killAgent stops the agent named by SSH_AGENT_PID and waits until it has
-// deleted its keys and exited, then prints the shell lines that forget it.
-func killAgent(cfg *config, stdout io.Writer) error {
-	v := os.Getenv("SSH_AGENT_PID")
-	if v == "" {
-		return errors.New("SSH_AGENT_PID is not set, so there is no agent to stop (run eval \"$(oslogin-agent -s)\" first)")
-	}
-	pid, err := strconv.Atoi(v)
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("SSH_AGENT_PID=%q is not a process id", v)
-	}
-	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
-		if owner, err := socketOwner(sock); err == nil && owner != pid {
-			return fmt.Errorf("SSH_AUTH_SOCK %s belongs to process %d, not SSH_AGENT_PID %d; not stopping anything", sock, owner, pid)
-		}
-	}
-	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
-		return fmt.Errorf("stop agent pid %d: %w", pid, err)
-	}
-	deadline := time.Now().Add(closeTimeout + 5*time.Second)
-	for unix.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("agent pid %d did not exit within %v", pid, closeTimeout+5*time.Second)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	csh := cfg.cshSyntax || (!cfg.shSyntax && strings.HasSuffix(os.Getenv("SHELL"), "csh"))
-	for _, k := range []string{"SSH_AUTH_SOCK", "SSH_AGENT_PID", "OSLOGIN_USER"} {
-		if csh {
-			fmt.Fprintf(stdout, "unsetenv %s;\n", k)
-		} else {
-			fmt.Fprintf(stdout, "unset %s;\n", k)
-		}
-	}
-	fmt.Fprintf(stdout, "echo Agent pid %d killed;\n", pid)
-	return nil
-}
-
-// socketOwner returns the pid of the process serving a Unix socket.
-func socketOwner(path string) (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		return 0, err
-	}
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil {
-		return 0, err
-	}
-	return int(cred.Pid), nil
 }

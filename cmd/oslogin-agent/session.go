@@ -33,21 +33,34 @@ type session struct {
 	wg       sync.WaitGroup
 }
 
-// startSession finds the credentials, registers the first key and only then
-// opens the socket, so that a client that can connect can also log in.
-func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session, error) {
+// startSession opens the socket, finds the credentials, registers the
+// first key and only then serves the socket, so that a client that can
+// connect can also log in. The socket is opened first so that a path that
+// cannot be used costs no import and delete at OS Login. Every step is
+// bounded by --start-timeout and ends when ctx does (a signal).
+func startSession(ctx context.Context, cfg *config, log *slog.Logger) (_ *session, err error) {
 	agent.Harden(log)
-	// Check -a before registering anything; "" means Listen's private
-	// default directory.
-	socket := cfg.socket
-	if socket != "" {
-		var err error
-		if socket, err = agent.SocketPath(socket); err != nil {
+	startCtx, cancelStart := context.WithTimeout(ctx, cfg.startTime)
+	defer cancelStart()
+	defer func() {
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("no key registered within --start-timeout %v; the last error: %w", cfg.startTime, err)
+		}
+	}()
+	// The socket first: a path that cannot be served must not cost a key
+	// registration and a delete.
+	ln := cfg.activated
+	if ln == nil {
+		if ln, err = agent.Listen(cfg.socket); err != nil { // "" means Listen's private default directory
 			return nil, err
 		}
 	}
-	startCtx, cancelStart := context.WithTimeout(ctx, cfg.startTime)
-	defer cancelStart()
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
+	socket := ln.Addr().String()
 	if emu := cfg.endpoints.Emulator; emu != "" {
 		// Say so plainly when the emulator is not there, rather than as a
 		// failed token request.
@@ -58,9 +71,11 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 		}
 		c.Close()
 	}
-	id, err := oslogin.FindIdentity(startCtx, oslogin.IdentityOptions{
-		Account: cfg.account, Project: cfg.project,
-		TokenInfoURL: cfg.endpoints.TokenInfo, HTTPClient: cfg.endpoints.HTTPClient(),
+	id, err := bounded(startCtx, func() (*oslogin.Identity, error) {
+		return oslogin.FindIdentity(startCtx, oslogin.IdentityOptions{
+			Account: cfg.account, Project: cfg.project,
+			TokenInfoURL: cfg.endpoints.TokenInfo, HTTPClient: cfg.endpoints.HTTPClient(),
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -97,21 +112,10 @@ func startSession(ctx context.Context, cfg *config, log *slog.Logger) (*session,
 		dests.Close()
 		return nil, err
 	}
-	if err := a.Start(startCtx); err != nil {
-		dests.Close()
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			err = fmt.Errorf("%w (no key registered within --start-timeout %v)", err, cfg.startTime)
-		}
-		return nil, errors.Join(err, closeAgent(a))
-	}
-	ln := cfg.activated
-	if ln != nil {
-		socket = ln.Addr().String()
-	} else if ln, err = agent.Listen(socket); err != nil {
+	if err := a.Start(startCtx); err != nil { // every call in it is bounded by startCtx
 		dests.Close()
 		return nil, errors.Join(err, closeAgent(a))
 	}
-	socket = ln.Addr().String()
 	runCtx, cancel := context.WithCancel(ctx)
 	s := &session{agent: a, dests: dests, ln: ln, socket: socket, account: id.Account, username: a.Username(), log: log, cancel: cancel}
 	s.wg.Add(2)
@@ -157,6 +161,31 @@ func (s *session) stop() error {
 		s.log.Info("keys deleted from OS Login; agent stopped")
 	}
 	return err
+}
+
+// bounded runs a start-up step that may not watch its context all the way
+// down (credential discovery asks the metadata server through clients
+// that ignore it) and returns when ctx ends even if the step has not. The
+// step's goroutine then finishes on its own, bounded by its HTTP clients'
+// timeouts; nothing waits for it, as start-up has failed and the process
+// is about to exit.
+func bounded[T any](ctx context.Context, step func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1) // never blocks the step
+	go func() {
+		v, err := step()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("start-up interrupted: %w", ctx.Err())
+	}
 }
 
 func closeAgent(a *agent.Agent) error {
