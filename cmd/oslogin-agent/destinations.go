@@ -35,16 +35,7 @@ func (f *destFlags) add(fs *pflag.FlagSet) {
 // ssh is short-lived, and tokens are never written to disk. (The agent will
 // answer helpers from its own destination.Cache.)
 func newResolver(ctx context.Context, project string) (*destination.Resolver, error) {
-	ep, err := oslogin.ResolveEndpoints(oslogin.EndpointOverrides{}, os.Getenv)
-	if err != nil {
-		return nil, err
-	}
-	if ep.LoopbackOnly() {
-		os.Setenv(oslogin.MetadataHostEnv, ep.MetadataHost)
-	}
-	id, err := oslogin.FindIdentity(ctx, oslogin.IdentityOptions{
-		Project: project, TokenInfoURL: ep.TokenInfo, HTTPClient: ep.HTTPClient(),
-	})
+	ep, id, err := helperIdentity(ctx, project)
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +44,22 @@ func newResolver(ctx context.Context, project string) (*destination.Resolver, er
 		Timeout:   helperTimeout,
 	}
 	return destination.NewResolver(destination.Options{HTTPClient: hc, ComputeURL: ep.Compute, Project: id.Project})
+}
+
+// helperIdentity is a helper's own endpoints and credentials, found the way
+// the agent finds them, for when no agent answers.
+func helperIdentity(ctx context.Context, project string) (oslogin.Endpoints, *oslogin.Identity, error) {
+	ep, err := oslogin.ResolveEndpoints(oslogin.EndpointOverrides{}, os.Getenv)
+	if err != nil {
+		return ep, nil, err
+	}
+	if ep.LoopbackOnly() {
+		os.Setenv(oslogin.MetadataHostEnv, ep.MetadataHost)
+	}
+	id, err := oslogin.FindIdentity(ctx, oslogin.IdentityOptions{
+		Project: project, TokenInfoURL: ep.TokenInfo, HTTPClient: ep.HTTPClient(),
+	})
+	return ep, id, err
 }
 
 // parseSubFlags parses a subcommand's flags; help is printed to stdout.

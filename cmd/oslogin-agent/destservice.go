@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"os"
 
 	"golang.org/x/oauth2"
 
@@ -44,16 +43,7 @@ func newDestService(ep oslogin.Endpoints, id *oslogin.Identity, log *slog.Logger
 // localDestService is a helper's own service when no agent answers: the
 // credentials found the way the agent finds them, nothing kept after exit.
 func localDestService(ctx context.Context, project string, log *slog.Logger) (*proxy.Service, error) {
-	ep, err := oslogin.ResolveEndpoints(oslogin.EndpointOverrides{}, os.Getenv)
-	if err != nil {
-		return nil, err
-	}
-	if ep.LoopbackOnly() {
-		os.Setenv(oslogin.MetadataHostEnv, ep.MetadataHost)
-	}
-	id, err := oslogin.FindIdentity(ctx, oslogin.IdentityOptions{
-		Project: project, TokenInfoURL: ep.TokenInfo, HTTPClient: ep.HTTPClient(),
-	})
+	ep, id, err := helperIdentity(ctx, project)
 	if err != nil {
 		return nil, err
 	}
