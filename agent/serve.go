@@ -36,7 +36,11 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel(nil)
+	// The listener is closed when ctx ends (to wake Accept) and, at the
+	// latest, before Serve returns: Accept can also return for its
+	// deadline just as ctx ends, before the AfterFunc has run.
 	context.AfterFunc(ctx, func() { ln.Close() })
+	defer ln.Close()
 	sl, _ := ln.(*socketListener)
 	maxConns := a.maxConns
 	if maxConns == 0 {
