@@ -43,8 +43,11 @@ func TestRegisterSaysWhenNothingWasStored(t *testing.T) {
 		return errors.As(err, &ns) && ns.NotRegistered()
 	}
 	f := newFixture(t, nil)
-	f.srv.Emulator.SetFault(emulator.Fault{Methods: "write", Status: 503})
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Retry-After beyond the deadline: the deadline ends the wait between
+	// attempts, never an attempt in flight (whose outcome is unknown, so a
+	// deadline that cut one would rightly not say "not stored").
+	f.srv.Emulator.SetFault(emulator.Fault{Methods: "write", Status: 503, RetryAfter: time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if _, err := f.client.Register(ctx, line, time.Now().Add(time.Minute)); !notStored(err) {
 		t.Fatalf("503s: error %v does not say the key was not stored", err)
