@@ -1,7 +1,8 @@
 // Package iaprelay owns the IAP TCP forwarding relay face of the emulator:
 // a local stand-in for wss://tunnel.cloudproxy.app, protocol v4, that
-// gcloud's `start-iap-tunnel --iap-tunnel-url-override=ws://127.0.0.1:N/v4`
-// and our own IAP client can talk to with no cloud.
+// gcloud's `start-iap-tunnel --iap-tunnel-url-override=wss://127.0.0.1:N/v4`
+// (gcloud's WebSocket code needs TLS: oslogin-emulator --tls-listen) and
+// our own IAP client (ws:// or wss://) can talk to with no cloud.
 //
 // It follows shared/reference/iap-and-hostkeys.md, part A: the WebSocket
 // subprotocol relay.tunnel.cloudproxy.app, Bearer tokens checked before the
