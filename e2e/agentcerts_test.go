@@ -315,11 +315,14 @@ pipelining = True
 // the next connection.
 func TestAgentCertificateFailures(t *testing.T) {
 	const vmSA = "vm-sa@" + emulator.DefaultProjectID + ".iam.gserviceaccount.com"
-	vms := []fleetVM{{name: "cert-1", certOnly: true}, {name: "cert-2", certOnly: true}, {name: "foreign-sa", certOnly: true}}
+	const movedSA = "moved-sa@" + emulator.DefaultProjectID + ".iam.gserviceaccount.com"
+	vms := []fleetVM{{name: "cert-1", certOnly: true}, {name: "cert-2", certOnly: true}, {name: "foreign-sa", certOnly: true},
+		{name: "sa-moved", certOnly: true}}
 	v := newVM(t, func(c *emulator.Config) {
 		fleetConfig(vms)(c)
 		c.Instances[2].ServiceAccount = vmSA
-		c.Accounts = append(c.Accounts, emulator.Account{Email: vmSA, ServiceAccount: true})
+		c.Accounts = append(c.Accounts, emulator.Account{Email: vmSA, ServiceAccount: true},
+			emulator.Account{Email: movedSA, ServiceAccount: true, ServiceAccountUsers: []string{c.Accounts[0].Email}})
 		c.CertificateLifetime = 20 * time.Second // valid 50s with the backdate; renewed 12.5s before its end
 	})
 	vms = v.startFleet(t, vms)
@@ -351,6 +354,74 @@ func TestAgentCertificateFailures(t *testing.T) {
 		}
 		if n := strings.Count(a.stderr.String(), "instance=cert-1"); n < 2 {
 			t.Fatalf("certificate for cert-1 not renewed:\n%s", a.stderr.String())
+		}
+	})
+
+	// Google signs a certificate that names a service account other than
+	// the VM's, and the VM refuses it. The agent gets there when its
+	// record of the VM is older than a change of the VM's service account:
+	// its host key index (built at the first connection above, reused for
+	// 5 minutes) still names the old one.
+	t.Run("VM's service account changed", func(t *testing.T) {
+		ctx := context.Background()
+		st, err := v.emu.Admin.Instance(ctx, "", "sa-moved")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Instance.ServiceAccount != v.email {
+			t.Fatalf("sa-moved runs as %q, want %q", st.Instance.ServiceAccount, v.email)
+		}
+		changed := st.Instance
+		changed.ServiceAccount = movedSA
+		if _, err := v.emu.Admin.PutInstance(ctx, changed); err != nil {
+			t.Fatal(err)
+		}
+		srv := vms[3].srv
+		const noPrincipal = "Certificate does not contain an authorized principal"
+		if err := login(srv); err == nil {
+			t.Fatal("logged in with a certificate naming the VM's former service account")
+		}
+		if !strings.Contains(srv.Log(), noPrincipal) {
+			t.Fatalf("the VM did not refuse a certificate; sshd log:\n%s", srv.Log())
+		}
+		signed := regexp.MustCompile(`msg="certificate signed" instance=sa-moved .*service_account=(\S+)`)
+		if m := signed.FindAllStringSubmatch(a.stderr.String(), -1); len(m) != 1 || m[0][1] != v.email {
+			t.Fatalf("want one certificate for sa-moved naming the former service account %s; got %q", v.email, m)
+		}
+		// What the user sees: the agent says the VM refused the
+		// certificate, what to check, and that it starts over.
+		refused := regexp.MustCompile(`level=WARN msg="[^"]*refused the certificate[^"]*" .*instance=sa-moved .*service_account=` +
+			regexp.QuoteMeta(v.email) + `.*`)
+		// The agent learns it when ssh hangs up on it, just before ssh exits.
+		var line string
+		for deadline := time.Now().Add(10 * time.Second); line == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			line = refused.FindString(a.stderr.String())
+		}
+		if line == "" {
+			t.Fatalf("the agent's log does not say that sa-moved refused its certificate:\n%s", a.stderr.String())
+		}
+		for _, want := range []string{"service account", "roles/compute.osLogin", "clock", "next connection"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("the refusal record does not mention %q: %s", want, line)
+			}
+		}
+		t.Logf("agent: %s", line)
+		// The next connection gets a fresh record and a certificate naming
+		// the VM's service account now, well within the 5 minutes the
+		// record would otherwise be trusted.
+		if err := login(srv); err != nil {
+			t.Fatalf("second login after the service account change: %v\n%s", err, a.stderr.String())
+		}
+		m := signed.FindAllStringSubmatch(a.stderr.String(), -1)
+		if len(m) != 2 || m[1][1] != movedSA {
+			t.Fatalf("want a second certificate for sa-moved naming %s; got %q", movedSA, m)
+		}
+		// And it is reused: no third certificate.
+		if err := login(srv); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(signed.FindAllString(a.stderr.String(), -1)); n != 2 {
+			t.Errorf("%d certificates for sa-moved after three logins, want 2", n)
 		}
 	})
 
