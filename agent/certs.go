@@ -47,6 +47,13 @@ type Targets interface {
 	ByHostKey(ctx context.Context, hostKey ssh.PublicKey) (t Target, ok bool, err error)
 }
 
+// TargetForgetter is implemented by Targets that cache what they know of
+// VMs: Forget makes the next lookup for t ask again, after t refused a
+// certificate made from that knowledge.
+type TargetForgetter interface {
+	Forget(t Target)
+}
+
 // Certifier gets a certificate of the public key (an authorized_keys line)
 // valid on one VM; package oslogin implements it with signSshPublicKey.
 type Certifier interface {
@@ -199,10 +206,40 @@ func (s *certStore) sign(ctx context.Context, t Target, key *leasedKey) (*heldCe
 	hc := &heldCert{cert: cert, blob: cert.Marshal(), keyBlob: key.blob, target: t, validBefore: validBefore,
 		refreshAt: validBefore.Add(-refreshMargin(validBefore.Sub(validAfter)))}
 	s.log.Info("certificate signed", "instance", t.Name, "instance_id", t.ID, "project", t.Project, "zone", t.Zone,
-		"fingerprint", key.key.Fingerprint(), "serial", cert.Serial, "key_id", cert.KeyId, "principals", cert.ValidPrincipals,
+		"service_account", t.ServiceAccount, "fingerprint", key.key.Fingerprint(), "serial", cert.Serial, "key_id", cert.KeyId, "principals", cert.ValidPrincipals,
 		"valid_after", validAfter.UTC().Format(time.RFC3339), "valid_before", validBefore.UTC().Format(time.RFC3339),
 		"latency", time.Since(start))
 	return hc, nil
+}
+
+// refused drops hc after a connection it was listed to failed to log in
+// without using it, and makes the Targets re-read its VM. Only the first
+// such connection warns: the others found it already dropped or replaced.
+func (s *certStore) refused(hc *heldCert, log *slog.Logger) {
+	t := hc.target
+	s.mu.Lock()
+	held := s.held[t.key()] == hc
+	if held {
+		delete(s.held, t.key())
+	}
+	s.mu.Unlock()
+	if !held {
+		log.Debug("certificate not used; already dropped or replaced", "instance", t.Name, "serial", hc.cert.Serial)
+		return
+	}
+	if f, ok := s.opts.Targets.(TargetForgetter); ok {
+		f.Forget(t)
+	}
+	sa := "no service account"
+	if t.ServiceAccount != "" {
+		sa = "service account " + t.ServiceAccount
+	}
+	log.Warn("ssh could not log in with the certificate: the VM most likely refused the certificate. Check that the VM's "+
+		"attached service account is still the one the certificate names (a VM whose service account changed refuses it), "+
+		"that the account still has roles/compute.osLogin on the VM, and both clocks; "+
+		"the agent dropped the certificate and re-reads the VM for the next connection",
+		"instance", t.Name, "instance_id", t.ID, "project", t.Project, "zone", t.Zone, "service_account", t.ServiceAccount,
+		"certificate_names", sa, "serial", hc.cert.Serial, "valid_before", hc.validBefore.UTC().Format(time.RFC3339))
 }
 
 // byBlob finds an unexpired held certificate by its wire form, for sign

@@ -294,3 +294,95 @@ func TestCertRefused(t *testing.T) {
 		t.Fatalf("no warning for the refusal: %+v", recs)
 	}
 }
+
+// forgettingTargets records which VMs the agent told it to forget.
+type forgettingTargets struct {
+	fakeTargets
+	mu     sync.Mutex
+	forgot []string
+}
+
+func (f *forgettingTargets) Forget(t Target) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgot = append(f.forgot, t.Name)
+}
+
+// TestCertUnusedDropped: a connection that was listed a certificate and
+// hangs up without any signature (ssh asked sshd about every identity and
+// none was accepted: the VM refused the certificate) drops the
+// certificate, warns once saying what to check, and makes the Targets
+// re-read the VM; the next connection gets a new certificate. A
+// connection that signed keeps it.
+func TestCertUnusedDropped(t *testing.T) {
+	env := newCertEnv(t, CertAuto)
+	targets := &forgettingTargets{fakeTargets: fakeTargets{}}
+	for _, name := range []string{"cert", "keys"} {
+		hk := string(env.hosts[name].PublicKey().Marshal())
+		targets.fakeTargets[hk] = Target{Project: "p", Zone: "z-a", Name: name, ID: name + "-id",
+			ServiceAccount: "old@p.iam.gserviceaccount.com", CertificateRequired: name == "cert"}
+	}
+	env.ta.certs.opts.Targets = targets
+	// session opens a bound connection to host, lists, signs with the
+	// first identity if sign is set, and hangs up.
+	session := func(host string, sign bool) []*sshagent.Key {
+		t.Helper()
+		nc := dial(t, env.path)
+		c := sshagent.NewClient(nc)
+		id := sid(1, 32)
+		if _, err := c.Extension(extSessionBind, bindRequest(t, env.hosts[host], id, id, false)); err != nil {
+			t.Fatal(err)
+		}
+		keys, err := c.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sign {
+			if _, err := c.Sign(keys[0], []byte("session")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nc.Close()
+		return keys
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	const warning = "the VM most likely refused the certificate"
+
+	first := session("cert", true)
+	again := session("cert", true)
+	if string(first[0].Blob) != string(again[0].Blob) || env.ca.calls.Load() != 1 {
+		t.Fatalf("a certificate that was used is not reused (%d calls)", env.ca.calls.Load())
+	}
+	session("keys", false) // no certificate listed: nothing to drop
+	session("cert", false) // refused
+	waitFor("the refusal warning", func() bool { return len(env.ta.logs.find(warning)) == 1 })
+	rec := env.ta.logs.find(warning)[0]
+	if rec.attrs["instance"] != "cert" || rec.attrs["service_account"] != "old@p.iam.gserviceaccount.com" {
+		t.Errorf("refusal record: %+v", rec.attrs)
+	}
+	for _, want := range []string{"service account", "roles/compute.osLogin", "clocks", "next connection"} {
+		if !strings.Contains(rec.msg, want) {
+			t.Errorf("refusal message lacks %q: %s", want, rec.msg)
+		}
+	}
+	targets.mu.Lock()
+	forgot := append([]string(nil), targets.forgot...)
+	targets.mu.Unlock()
+	if !equalStrings(forgot, []string{"cert"}) {
+		t.Errorf("targets told to forget %v, want [cert]", forgot)
+	}
+	next := session("cert", true)
+	if string(next[0].Blob) == string(first[0].Blob) || env.ca.calls.Load() != 2 {
+		t.Fatalf("after the refusal the next connection got no new certificate (%d calls)", env.ca.calls.Load())
+	}
+	if n := len(env.ta.logs.find(warning)); n != 1 {
+		t.Errorf("%d refusal warnings, want 1", n)
+	}
+}

@@ -39,6 +39,10 @@ type conn struct {
 	// names the plain key, not the certificate, in its sign requests, so
 	// this is how a signature record learns which certificate it serves.
 	listed *heldCert
+	// signed says a sign request on this connection succeeded: ssh signed
+	// with something the agent listed, so a listed certificate the VM
+	// refused is not what ended the login (see certUnused).
+	signed bool
 	fdw    *fdWriter // the reply writer, for descriptors a dial passes
 }
 
@@ -115,6 +119,7 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.Sign
 	if err != nil {
 		attrs = append(attrs, slog.String("result", "error"), slog.String("error", err.Error()))
 	} else {
+		c.signed = true
 		attrs = append(attrs, slog.String("result", "ok"))
 	}
 	attrs = append(attrs, slog.Duration("latency", time.Since(start)))

@@ -115,3 +115,19 @@ func (c *conn) resolveCert(key ssh.PublicKey) (ssh.PublicKey, *heldCert, error) 
 	}
 	return cert.Key, hc, nil
 }
+
+// certUnused runs when ssh hangs up. ssh asks sshd whether it would accept
+// each listed identity before it has the agent sign with it, and closes its
+// agent connection once authentication is over. A connection that was
+// listed a certificate and ends without any signature therefore failed to
+// log in with everything this agent offered: most likely the VM refused
+// the certificate (its authorize check said no). The certificate is then
+// dropped and the VM's record re-read, so that the next connection starts
+// from what Google says now instead of repeating the refusal for the rest
+// of the certificate's life and the record's 5 minutes.
+func (c *conn) certUnused() {
+	if c.listed == nil || c.signed || c.a.certs == nil {
+		return
+	}
+	c.a.certs.refused(c.listed, c.log)
+}

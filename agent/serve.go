@@ -165,8 +165,11 @@ func (a *Agent) serveConn(c *conn, rw io.ReadWriter) {
 		c.log.Warn("connection closed: request larger than 256 KiB")
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.log.Debug("connection closed: idle too long")
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), c.ctx.Err() != nil:
+	case c.ctx.Err() != nil:
 		c.log.Debug("connection closed")
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.log.Debug("connection closed")
+		c.certUnused()
 	default:
 		c.log.Debug("connection closed", "error", err)
 	}

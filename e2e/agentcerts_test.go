@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ const signMethod = "projects.locations.signSshPublicKey"
 type fleetVM struct {
 	name     string
 	certOnly bool
+	direct   bool // has an external address (natIP); else reachable only through the IAP relay
 	srv      *sshd.Server
 }
 
@@ -52,6 +54,9 @@ func fleetConfig(vms []fleetVM) func(*emulator.Config) {
 	return func(c *emulator.Config) {
 		for _, f := range vms {
 			in := emulator.Instance{Name: f.name}
+			if f.direct {
+				in.NatIP = "127.0.0.1"
+			}
 			if f.certOnly {
 				in.Metadata = map[string]string{emulator.MetaEnableCertificates: "TRUE"}
 			}
@@ -125,19 +130,61 @@ func TestAgentCertificates(t *testing.T) {
 	}
 }
 
-// TestAgentCertificatesAnsible runs one playbook over six VMs, three of
-// them certificate-only, through the agent: every host succeeds, no
-// "Too many authentication failures", and at most one certificate per
-// certificate-only VM. Direct connections (the proxy helper is another
-// branch).
+// TestAgentCertificatesAnsible is issue 10's fleet run: one playbook over
+// six VMs, certificate-only and key VMs mixed, half of them without an
+// external address and reachable only through the IAP relay. Ansible's ssh
+// uses the README recipe's ssh_config (`oslogin-agent ssh-config`: the
+// connection from `oslogin-agent proxy --fdpass`, host keys only through
+// KnownHostsCommand, StrictHostKeyChecking yes) and the agent as its only
+// identity source. Every host succeeds, nothing says "Too many
+// authentication failures", each certificate-only VM costs at most one
+// signing call, and the relay-only VMs are reached through the relay.
 func TestAgentCertificatesAnsible(t *testing.T) {
 	needTools(t, "ansible-playbook")
-	vms := mixedFleet()
+	vms := []fleetVM{
+		{name: "cert-1", certOnly: true, direct: true}, {name: "cert-2", certOnly: true}, {name: "cert-3", certOnly: true},
+		{name: "keys-1", direct: true}, {name: "keys-2"}, {name: "keys-3", direct: true},
+	}
 	v := newVM(t, fleetConfig(vms))
 	vms = v.startFleet(t, vms)
 	a := v.startCertAgent(t)
+	ctx := context.Background()
+	admin := v.emu.Admin
+	project, zone := v.emu.Emulator.Config().ProjectID, emulator.DefaultZone
+	dest := func(f fleetVM) string { return f.name + "." + zone + "." + project }
+	env := v.agentEnv("OSLOGIN_EMULATOR_HOST="+v.emu.Host, "OSLOGIN_USER="+a.user, "SSH_AUTH_SOCK="+a.sock)
 	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// The README recipe's ssh_config, as the agent writes it.
+	gen := exec.Command(bins.agent, "ssh-config", "--project", project, "--zone", zone)
+	gen.Env = env
+	var genErr strings.Builder
+	gen.Stderr = &genErr
+	config, err := gen.Output()
+	if err != nil {
+		t.Fatalf("oslogin-agent ssh-config: %v\n%s", err, genErr.String())
+	}
+	for _, want := range []string{"' proxy --fdpass %n %p\n", "ProxyUseFdpass yes\n", "StrictHostKeyChecking yes\n",
+		"KnownHostsCommand " + bins.agent + " known-hosts %H %I\n", "IdentityAgent " + a.sock + "\n"} {
+		if !strings.Contains(string(config), want) {
+			t.Fatalf("ssh-config lacks %q:\n%s", want, config)
+		}
+	}
+	configPath := write("ssh_config", string(config))
+	// No known_hosts file at all: host keys come only from the VMs' guest
+	// attributes through KnownHostsCommand.
+	sshArgs := []string{"-F", configPath, "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20"}
+
 	base := v.scratch(t)
+	// ControlPath sockets must fit in 108 bytes: keep their directory short.
 	cp, err := os.MkdirTemp("", "cp")
 	if err != nil {
 		t.Fatal(err)
@@ -152,16 +199,9 @@ func TestAgentCertificatesAnsible(t *testing.T) {
 	var inv strings.Builder
 	inv.WriteString("[vms]\n")
 	for _, f := range vms {
-		fmt.Fprintf(&inv, "%s ansible_host=127.0.0.1 ansible_port=%d\n", f.name, f.srv.Port)
+		fmt.Fprintf(&inv, "%s ansible_port=%d\n", dest(f), f.srv.Port)
 	}
-	fmt.Fprintf(&inv, "\n[vms:vars]\nansible_user=%s\nbase=%s\n", v.user, base)
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	fmt.Fprintf(&inv, "\n[vms:vars]\nbase=%s\n", base)
 	write("inventory.ini", inv.String())
 	write("site.yml", playbook)
 	write("motd.j2", "managed by oslogin-agent for {{ inventory_hostname }}\n")
@@ -170,45 +210,104 @@ inventory = %s
 forks = 10
 interpreter_python = /usr/bin/python3
 retry_files_enabled = False
-timeout = 20
+timeout = 30
 local_tmp = %s
 remote_tmp = %s/.ansible-tmp
 [ssh_connection]
-ssh_args = -F /dev/null -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -o ControlMaster=auto -o ControlPersist=60s
+ssh_args = %s -o ControlMaster=auto -o ControlPersist=60s
 control_path_dir = %s
 pipelining = True
-`, filepath.Join(dir, "inventory.ini"), filepath.Join(dir, "tmp"), base, v.knownHosts, cp))
-	v.emu.Emulator.ResetCalls()
+`, filepath.Join(dir, "inventory.ini"), filepath.Join(dir, "tmp"), base, strings.Join(sshArgs, " "), cp))
+
+	if err := admin.ResetCalls(ctx); err != nil {
+		t.Fatal(err)
+	}
+	relayBefore, err := admin.RelayStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	cmd := exec.Command("ansible-playbook", filepath.Join(dir, "site.yml"))
 	cmd.Dir = dir
-	cmd.Env = v.agentEnv("ANSIBLE_CONFIG="+cfg, "ANSIBLE_NOCOLOR=1", "SSH_AUTH_SOCK="+a.sock, "OSLOGIN_USER="+v.user)
+	cmd.Env = append(env, "ANSIBLE_CONFIG="+cfg, "ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0")
 	out, err := cmd.CombinedOutput()
-	t.Logf("ansible over %d VMs: %v", len(vms), time.Since(start).Round(time.Millisecond))
+	t.Logf("ansible over %d VMs (3 through the relay): %v", len(vms), time.Since(start).Round(time.Millisecond))
 	if err != nil {
 		t.Fatalf("ansible-playbook failed: %v\n%s\nagent:\n%s", err, out, a.stderr.String())
 	}
-	if strings.Contains(string(out), "Too many authentication failures") {
-		t.Fatalf("Too many authentication failures:\n%s", out)
+	const tooMany = "Too many authentication failures"
+	if strings.Contains(string(out), tooMany) || strings.Contains(a.stderr.String(), tooMany) {
+		t.Errorf("%q during the run:\n%s", tooMany, out)
 	}
-	recap := regexp.MustCompile(`(?m)^([a-z]+-\d)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)`)
+	for _, f := range vms {
+		if l := f.srv.Log(); strings.Contains(l, tooMany) || strings.Contains(l, "maximum authentication attempts exceeded") {
+			t.Errorf("sshd of %s ran out of authentication attempts:\n%s", f.name, l)
+		}
+	}
+	recap := regexp.MustCompile(`(?m)^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)`)
 	rows := recap.FindAllStringSubmatch(string(out), -1)
 	if len(rows) != len(vms) {
 		t.Fatalf("recap has %d hosts, want %d:\n%s", len(rows), len(vms), out)
 	}
 	for _, r := range rows {
-		if r[2] != "7" || r[4] != "0" || r[5] != "0" {
-			t.Errorf("%s: ok=%s unreachable=%s failed=%s", r[1], r[2], r[4], r[5])
+		// 7 tasks ok; changed: command id, file, copy, template.
+		if r[2] != "7" || r[3] != "4" || r[4] != "0" || r[5] != "0" {
+			t.Errorf("%s: ok=%s changed=%s unreachable=%s failed=%s; want ok=7 changed=4 unreachable=0 failed=0", r[1], r[2], r[3], r[4], r[5])
 		}
 	}
-	calls := v.emu.Emulator.Calls()
+	for _, f := range vms {
+		got, err := os.ReadFile(filepath.Join(base, dest(f), "hello.txt"))
+		if want := "hello " + dest(f) + "\n"; err != nil || string(got) != want {
+			t.Errorf("%s: hello.txt = %q, %v; want %q", f.name, got, err, want)
+		}
+	}
+	calls, err := admin.Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n := calls[signMethod]; n > 3 {
 		t.Errorf("%d signing calls for 3 certificate-only VMs; want at most one each: %v", n, calls)
 	}
-	if n := strings.Count(a.stderr.String(), "certificate signed"); n != 3 {
-		t.Errorf("%d certificates signed, want 3", n)
+	for _, f := range vms {
+		want := map[bool]int{true: 1, false: 0}[f.certOnly]
+		if n := len(regexp.MustCompile(`msg="certificate signed" instance=`+f.name+` `).FindAllString(a.stderr.String(), -1)); n != want {
+			t.Errorf("%d certificates signed for %s, want %d", n, f.name, want)
+		}
 	}
-	t.Logf("signing calls: %d, compute calls: %v", calls[signMethod], calls)
+	relayAfter, err := admin.RelayStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := relayAfter.Connects - relayBefore.Connects; n < 3 {
+		t.Errorf("%d relay connects during the run; the 3 relay-only VMs need at least one each", n)
+	}
+	t.Logf("signing calls: %d, relay connects: %d, calls: %v", calls[signMethod], relayAfter.Connects-relayBefore.Connects, calls)
+
+	// Each VM once more, one connection at a time, to see its route: the
+	// relay for exactly the VMs without an external address, and the
+	// certificates of the run reused.
+	for _, f := range vms {
+		before, err := admin.RelayStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ssh := exec.Command("ssh", append(sshArgs, "-o", "ControlMaster=no", "-p", strconv.Itoa(f.srv.Port), dest(f), "--", "id", "-un")...)
+		ssh.Env = env
+		if out, err := ssh.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != a.user {
+			t.Errorf("ssh %s: %v: %s", dest(f), err, out)
+			continue
+		}
+		after, err := admin.RelayStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, want := after.Connects-before.Connects, map[bool]int{true: 0, false: 1}[f.direct]; n != want {
+			t.Errorf("ssh %s (external address %v) made %d relay connects, want %d", dest(f), f.direct, n, want)
+		}
+	}
+	if calls, err := admin.Calls(ctx); err != nil || calls[signMethod] != 3 {
+		t.Errorf("after one more login to each VM: %d signing calls, want the run's 3 (%v)", calls[signMethod], err)
+	}
 }
 
 // TestAgentCertificateFailures: each refusal leaves a clear message in the
@@ -216,11 +315,14 @@ pipelining = True
 // the next connection.
 func TestAgentCertificateFailures(t *testing.T) {
 	const vmSA = "vm-sa@" + emulator.DefaultProjectID + ".iam.gserviceaccount.com"
-	vms := []fleetVM{{name: "cert-1", certOnly: true}, {name: "cert-2", certOnly: true}, {name: "foreign-sa", certOnly: true}}
+	const movedSA = "moved-sa@" + emulator.DefaultProjectID + ".iam.gserviceaccount.com"
+	vms := []fleetVM{{name: "cert-1", certOnly: true}, {name: "cert-2", certOnly: true}, {name: "foreign-sa", certOnly: true},
+		{name: "sa-moved", certOnly: true}}
 	v := newVM(t, func(c *emulator.Config) {
 		fleetConfig(vms)(c)
 		c.Instances[2].ServiceAccount = vmSA
-		c.Accounts = append(c.Accounts, emulator.Account{Email: vmSA, ServiceAccount: true})
+		c.Accounts = append(c.Accounts, emulator.Account{Email: vmSA, ServiceAccount: true},
+			emulator.Account{Email: movedSA, ServiceAccount: true, ServiceAccountUsers: []string{c.Accounts[0].Email}})
 		c.CertificateLifetime = 20 * time.Second // valid 50s with the backdate; renewed 12.5s before its end
 	})
 	vms = v.startFleet(t, vms)
@@ -252,6 +354,74 @@ func TestAgentCertificateFailures(t *testing.T) {
 		}
 		if n := strings.Count(a.stderr.String(), "instance=cert-1"); n < 2 {
 			t.Fatalf("certificate for cert-1 not renewed:\n%s", a.stderr.String())
+		}
+	})
+
+	// Google signs a certificate that names a service account other than
+	// the VM's, and the VM refuses it. The agent gets there when its
+	// record of the VM is older than a change of the VM's service account:
+	// its host key index (built at the first connection above, reused for
+	// 5 minutes) still names the old one.
+	t.Run("VM's service account changed", func(t *testing.T) {
+		ctx := context.Background()
+		st, err := v.emu.Admin.Instance(ctx, "", "sa-moved")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Instance.ServiceAccount != v.email {
+			t.Fatalf("sa-moved runs as %q, want %q", st.Instance.ServiceAccount, v.email)
+		}
+		changed := st.Instance
+		changed.ServiceAccount = movedSA
+		if _, err := v.emu.Admin.PutInstance(ctx, changed); err != nil {
+			t.Fatal(err)
+		}
+		srv := vms[3].srv
+		const noPrincipal = "Certificate does not contain an authorized principal"
+		if err := login(srv); err == nil {
+			t.Fatal("logged in with a certificate naming the VM's former service account")
+		}
+		if !strings.Contains(srv.Log(), noPrincipal) {
+			t.Fatalf("the VM did not refuse a certificate; sshd log:\n%s", srv.Log())
+		}
+		signed := regexp.MustCompile(`msg="certificate signed" instance=sa-moved .*service_account=(\S+)`)
+		if m := signed.FindAllStringSubmatch(a.stderr.String(), -1); len(m) != 1 || m[0][1] != v.email {
+			t.Fatalf("want one certificate for sa-moved naming the former service account %s; got %q", v.email, m)
+		}
+		// What the user sees: the agent says the VM refused the
+		// certificate, what to check, and that it starts over.
+		refused := regexp.MustCompile(`level=WARN msg="[^"]*refused the certificate[^"]*" .*instance=sa-moved .*service_account=` +
+			regexp.QuoteMeta(v.email) + `.*`)
+		// The agent learns it when ssh hangs up on it, just before ssh exits.
+		var line string
+		for deadline := time.Now().Add(10 * time.Second); line == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			line = refused.FindString(a.stderr.String())
+		}
+		if line == "" {
+			t.Fatalf("the agent's log does not say that sa-moved refused its certificate:\n%s", a.stderr.String())
+		}
+		for _, want := range []string{"service account", "roles/compute.osLogin", "clock", "next connection"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("the refusal record does not mention %q: %s", want, line)
+			}
+		}
+		t.Logf("agent: %s", line)
+		// The next connection gets a fresh record and a certificate naming
+		// the VM's service account now, well within the 5 minutes the
+		// record would otherwise be trusted.
+		if err := login(srv); err != nil {
+			t.Fatalf("second login after the service account change: %v\n%s", err, a.stderr.String())
+		}
+		m := signed.FindAllStringSubmatch(a.stderr.String(), -1)
+		if len(m) != 2 || m[1][1] != movedSA {
+			t.Fatalf("want a second certificate for sa-moved naming %s; got %q", movedSA, m)
+		}
+		// And it is reused: no third certificate.
+		if err := login(srv); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(signed.FindAllString(a.stderr.String(), -1)); n != 2 {
+			t.Errorf("%d certificates for sa-moved after three logins, want 2", n)
 		}
 	})
 

@@ -110,6 +110,22 @@ func (h *hostKeyIndex) find(blob string, now time.Time) (agent.Target, bool, boo
 	return t, ok, (ok && age < indexTTL) || (!ok && age < missTTL)
 }
 
+// Forget implements agent.TargetForgetter: after t refused a certificate,
+// the next lookup rebuilds the index from the Compute API (one list per
+// project; host keys stay cached, they did not change), so a changed
+// service account is seen at once instead of after indexTTL.
+func (h *hostKeyIndex) Forget(t agent.Target) {
+	h.mu.Lock()
+	h.built = time.Time{}
+	h.mu.Unlock()
+	for _, s := range h.scopes {
+		if s.name != nil && s.name.Project == t.Project && s.name.Zone == t.Zone && (s.name.Instance == t.Name || s.name.ID == t.ID) {
+			h.cache.Forget() // a VM named by --certificates-for is read through the cache
+			break
+		}
+	}
+}
+
 // rebuild reads every VM in scope and its host keys. A VM without usable
 // host keys is left out (it can still be reached with the plain key); a
 // failure to list a project fails the rebuild, and is reported.
