@@ -120,7 +120,7 @@ func newAPIError(resp *http.Response, body []byte, complete bool) *apiError {
 		Error *struct {
 			Code    int         `json:"code"`
 			Message string      `json:"message"`
-			Details []any       `json:"details"`
+			Details []any       `json:"details"` // unused; a malformed one voids the envelope, as for googleapi
 			Errors  []errorItem `json:"errors"`
 		} `json:"error"`
 	}
