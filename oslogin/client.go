@@ -7,13 +7,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
-	"google.golang.org/api/option"
-	oslogin "google.golang.org/api/oslogin/v1"
 )
 
 // defaultCallTimeout bounds one attempt. OS Login's backend deadline is 10 s;
@@ -46,7 +43,7 @@ type Options struct {
 // Client leases keys to one account's OS Login profile. It implements
 // agent.Registrar and is safe for concurrent use.
 type Client struct {
-	svc         *oslogin.Service
+	api         *restClient
 	tokens      *tokenCache
 	account     string
 	project     string
@@ -60,7 +57,7 @@ type Client struct {
 }
 
 // New builds a Client. It makes no network call.
-func New(ctx context.Context, opts Options) (*Client, error) {
+func New(_ context.Context, opts Options) (*Client, error) {
 	if err := checkAccount(opts.Account); err != nil {
 		return nil, err
 	}
@@ -81,16 +78,12 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	clock := &serverClock{now: now}
 	tokens := newTokenCache(opts.TokenSource)
 	hc := &http.Client{Transport: &oauth2.Transport{Source: tokens, Base: &clockTransport{base: base, clock: clock}}}
-	svcOpts := []option.ClientOption{option.WithHTTPClient(hc)}
-	if opts.Endpoint != "" {
-		svcOpts = append(svcOpts, option.WithEndpoint(strings.TrimSuffix(opts.Endpoint, "/")+"/"))
-	}
-	svc, err := oslogin.NewService(ctx, svcOpts...)
+	api, err := newRESTClient(hc, opts.Endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("create API client: %w", err)
+		return nil, err
 	}
 	c := &Client{
-		svc:         svc,
+		api:         api,
 		tokens:      tokens,
 		account:     opts.Account,
 		project:     opts.Project,
@@ -149,9 +142,9 @@ func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time
 	}
 	profile := resp.LoginProfile
 	if profile == nil {
-		profile = &oslogin.LoginProfile{}
+		profile = &loginProfile{}
 	}
-	if _, ok := profile.SshPublicKeys[fp]; !ok {
+	if _, ok := profile.SSHPublicKeys[fp]; !ok {
 		if resp.Details != "" {
 			return "", fmt.Errorf("import key: %w (OS Login says: %s)", ErrKeyManagementBlocked, resp.Details)
 		}
@@ -169,16 +162,12 @@ func (c *Client) Register(ctx context.Context, authorizedKey string, expiry time
 	return username, nil
 }
 
-func (c *Client) importKey(ctx context.Context, authorizedKey string, expiry time.Time, maybeStored *bool) (*oslogin.ImportSshPublicKeyResponse, error) {
-	key := &oslogin.SshPublicKey{Key: authorizedKey, ExpirationTimeUsec: usec(expiry)}
-	var resp *oslogin.ImportSshPublicKeyResponse
+func (c *Client) importKey(ctx context.Context, authorizedKey string, expiry time.Time, maybeStored *bool) (*importSSHPublicKeyResponse, error) {
+	key := &sshPublicKey{Key: authorizedKey, ExpirationTimeUsec: usec(expiry)}
+	var resp *importSSHPublicKeyResponse
 	err := c.retry(ctx, "import key", func(ctx context.Context) error {
-		call := c.svc.Users.ImportSshPublicKey(c.user, key).ProjectId(c.project).Context(ctx)
-		if len(c.regions) > 0 {
-			call = call.Regions(c.regions...)
-		}
 		var err error
-		resp, err = call.Do()
+		resp, err = c.api.importSSHPublicKey(ctx, c.user, key, c.project, c.regions)
 		if err != nil && !definite(err) {
 			*maybeStored = true
 		}
@@ -193,10 +182,9 @@ func (c *Client) importKey(ctx context.Context, authorizedKey string, expiry tim
 // fs.ErrNotExist and the key is not imported again.
 func (c *Client) Extend(ctx context.Context, authorizedKey string, expiry time.Time) error {
 	name := c.user + "/sshPublicKeys/" + Fingerprint(authorizedKey)
-	key := &oslogin.SshPublicKey{Key: authorizedKey, ExpirationTimeUsec: usec(expiry)}
+	key := &sshPublicKey{Key: authorizedKey, ExpirationTimeUsec: usec(expiry)}
 	err := c.retry(ctx, "extend key", func(ctx context.Context) error {
-		_, err := c.svc.Users.SshPublicKeys.Patch(name, key).UpdateMask("expirationTimeUsec").Context(ctx).Do()
-		return err
+		return c.api.patchSSHPublicKey(ctx, name, key, "expirationTimeUsec")
 	})
 	if isNotFound(err) {
 		// Not imported again: someone may have deleted it on purpose.
@@ -214,8 +202,7 @@ func (c *Client) Extend(ctx context.Context, authorizedKey string, expiry time.T
 func (c *Client) Revoke(ctx context.Context, authorizedKey string) error {
 	name := c.user + "/sshPublicKeys/" + Fingerprint(authorizedKey)
 	err := c.retry(ctx, "delete key", func(ctx context.Context) error {
-		_, err := c.svc.Users.SshPublicKeys.Delete(name).Context(ctx).Do()
-		return err
+		return c.api.deleteSSHPublicKey(ctx, name)
 	})
 	if err != nil && !isNotFound(err) {
 		return c.explain("delete key", err)
@@ -227,10 +214,10 @@ func (c *Client) Revoke(ctx context.Context, authorizedKey string) error {
 // returns how many it deleted. Keys without an expiry are never touched:
 // someone put them there on purpose.
 func (c *Client) PruneExpired(ctx context.Context) (int, error) {
-	var profile *oslogin.LoginProfile
+	var profile *loginProfile
 	err := c.retry(ctx, "get login profile", func(ctx context.Context) error {
 		var err error
-		profile, err = c.svc.Users.GetLoginProfile(c.user).ProjectId(c.project).Context(ctx).Do()
+		profile, err = c.api.getLoginProfile(ctx, c.user, c.project)
 		return err
 	})
 	if err != nil {
@@ -238,14 +225,13 @@ func (c *Client) PruneExpired(ctx context.Context) (int, error) {
 	}
 	now := c.serverNow().UnixMicro()
 	n := 0
-	for fp, key := range profile.SshPublicKeys {
+	for fp, key := range profile.SSHPublicKeys {
 		if key.ExpirationTimeUsec == 0 || key.ExpirationTimeUsec > now {
 			continue
 		}
 		name := c.user + "/sshPublicKeys/" + fp
 		err := c.retry(ctx, "delete expired key", func(ctx context.Context) error {
-			_, err := c.svc.Users.SshPublicKeys.Delete(name).Context(ctx).Do()
-			return err
+			return c.api.deleteSSHPublicKey(ctx, name)
 		})
 		if err != nil && !isNotFound(err) {
 			return n, c.explain("delete expired key", err)
@@ -363,15 +349,15 @@ func usec(t time.Time) int64 {
 // account of the project, else the project's first account, else the first
 // one at all. The VM reads the account the metadata server lists first,
 // which for the VM's project is that same account.
-func pickUsername(p *oslogin.LoginProfile, project string) (string, error) {
-	linux := func(a *oslogin.PosixAccount) bool {
+func pickUsername(p *loginProfile, project string) (string, error) {
+	linux := func(a *posixAccount) bool {
 		return a.OperatingSystemType == "" || a.OperatingSystemType == "LINUX" ||
 			a.OperatingSystemType == "OPERATING_SYSTEM_TYPE_UNSPECIFIED"
 	}
-	tests := []func(a *oslogin.PosixAccount) bool{
-		func(a *oslogin.PosixAccount) bool { return a.Primary && linux(a) && a.AccountId == project },
-		func(a *oslogin.PosixAccount) bool { return a.Primary && linux(a) },
-		func(a *oslogin.PosixAccount) bool { return linux(a) && a.AccountId == project },
+	tests := []func(a *posixAccount) bool{
+		func(a *posixAccount) bool { return a.Primary && linux(a) && a.AccountID == project },
+		func(a *posixAccount) bool { return a.Primary && linux(a) },
+		func(a *posixAccount) bool { return linux(a) && a.AccountID == project },
 		linux,
 	}
 	for _, ok := range tests {

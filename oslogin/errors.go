@@ -2,13 +2,12 @@ package oslogin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
-
-	"google.golang.org/api/googleapi"
 )
 
 var (
@@ -31,19 +30,19 @@ var (
 const profileFullMessage = "Login profile size exceeds 32 KiB"
 
 func isProfileFull(err error) bool {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	return errors.As(err, &gerr) && gerr.Code == http.StatusBadRequest && strings.Contains(gerr.Message, profileFullMessage)
 }
 
 func isNotFound(err error) bool {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	return errors.As(err, &gerr) && gerr.Code == http.StatusNotFound
 }
 
 // explain turns OS Login's refusals into errors that say what to change.
 // Google's own text stays at the end for searching.
 func (c *Client) explain(op string, err error) error {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	if !errors.As(err, &gerr) {
 		return fmt.Errorf("%s: %w", op, plain(err))
 	}
@@ -57,8 +56,8 @@ func (c *Client) explain(op string, err error) error {
 	return c.explainAPI(op, gerr)
 }
 
-func (c *Client) explainAPI(op string, gerr *googleapi.Error) error {
-	err := error(apiError{gerr})
+func (c *Client) explainAPI(op string, gerr *apiError) error {
+	err := error(gerr)
 	switch gerr.Code {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("%s: %w: the token for %s was refused (expired, revoked or not for this service); "+
@@ -77,7 +76,7 @@ func (c *Client) explainAPI(op string, gerr *googleapi.Error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-func insufficientScopes(gerr *googleapi.Error) bool {
+func insufficientScopes(gerr *apiError) bool {
 	if strings.Contains(gerr.Message, "insufficient authentication scopes") {
 		return true
 	}
@@ -89,23 +88,75 @@ func insufficientScopes(gerr *googleapi.Error) bool {
 	return false
 }
 
-// apiError prints a Google API error on one line, as a command-line tool's
-// error must be; googleapi.Error appends its details on further lines. The
-// reason is always there: Google's message, else the text of the answer's
-// body, else the HTTP status. The original stays reachable with errors.As.
-type apiError struct{ err *googleapi.Error }
+// apiError is an answer of OS Login other than 2xx: its status, what
+// Google's error envelope {"error":{"code","message","errors":[{"reason"}]}}
+// says, the body as it came, and the headers (Retry-After, Date). It reads
+// the envelope as googleapi.Error did, so that the same answers get the
+// same treatment.
+type apiError struct {
+	Code    int
+	Message string
+	Errors  []errorItem
+	Body    string
+	Header  http.Header
+}
 
-func (e apiError) Error() string {
-	reason := oneLine(e.err.Message)
+// errorItem is one entry of the envelope's errors array.
+type errorItem struct {
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+// newAPIError reads an error answer. The envelope is used only when the
+// whole body was read and is one (a JSON object, or an array whose first
+// element is one) with the field types Google sends; otherwise the status
+// and the body stand alone. A code in the envelope wins over the status.
+func newAPIError(resp *http.Response, body []byte, complete bool) *apiError {
+	e := &apiError{Code: resp.StatusCode, Body: string(body), Header: resp.Header}
+	if !complete {
+		return e
+	}
+	type envelope struct {
+		Error *struct {
+			Code    int         `json:"code"`
+			Message string      `json:"message"`
+			Details []any       `json:"details"` // unused; a malformed one voids the envelope, as for googleapi
+			Errors  []errorItem `json:"errors"`
+		} `json:"error"`
+	}
+	env := new(envelope)
+	var err error
+	if len(body) > 0 && body[0] == '[' {
+		arr := []*envelope{env}
+		err = json.Unmarshal(body, &arr)
+	} else {
+		err = json.Unmarshal(body, env)
+	}
+	if err != nil || env.Error == nil {
+		return e
+	}
+	if env.Error.Code != 0 {
+		e.Code = env.Error.Code
+	}
+	e.Message = env.Error.Message
+	e.Errors = env.Error.Errors
+	return e
+}
+
+// Error prints the answer on one line, as a command-line tool's error
+// must be. The reason is always there: Google's message, else the text of
+// the answer's body, else the HTTP status.
+func (e *apiError) Error() string {
+	reason := oneLine(e.Message)
 	if reason == "" {
-		reason = bodyReason(e.err.Body)
+		reason = bodyReason(e.Body)
 	}
 	if reason == "" {
 		reason = "no reason given"
 	}
-	msg := fmt.Sprintf("OS Login answered %d %s: %s", e.err.Code, http.StatusText(e.err.Code), reason)
-	if len(e.err.Errors) == 1 && e.err.Errors[0].Reason != "" {
-		msg += " (" + e.err.Errors[0].Reason + ")"
+	msg := fmt.Sprintf("OS Login answered %d %s: %s", e.Code, http.StatusText(e.Code), reason)
+	if len(e.Errors) == 1 && e.Errors[0].Reason != "" {
+		msg += " (" + e.Errors[0].Reason + ")"
 	}
 	return msg
 }
@@ -165,14 +216,12 @@ func (e *reachError) Error() string {
 
 func (e *reachError) Unwrap() error { return e.err }
 
-func (e apiError) Unwrap() error { return e.err }
-
 // readable wraps err so that it prints as describe says, and still
 // unwraps to the original.
 func readable(err error) error {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	if errors.As(err, &gerr) {
-		return apiError{gerr}
+		return gerr
 	}
 	return plain(err)
 }
@@ -180,9 +229,9 @@ func readable(err error) error {
 // describe is err as a user reads it: Google's answer on one line, or the
 // host that could not be reached.
 func describe(err error) string {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	if errors.As(err, &gerr) {
-		return apiError{gerr}.Error()
+		return gerr.Error()
 	}
 	return plain(err).Error()
 }

@@ -8,12 +8,10 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"google.golang.org/api/googleapi"
 )
 
-// Backoff says how hard to retry a failed call. OS Login's generated Go
-// client does not retry at all, so the client does it here.
+// Backoff says how hard to retry a failed call. A call itself makes one
+// attempt (as Google's generated client did); the Client retries.
 type Backoff struct {
 	Initial time.Duration // first delay; default 200ms
 	Max     time.Duration // cap on one delay; default 30s
@@ -49,7 +47,7 @@ func (b Backoff) delay(n int) time.Duration {
 // before doing anything), or no connection was made. A timeout, a dropped
 // connection or another 5xx may come after the change was made.
 func definite(err error) bool {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	if errors.As(err, &gerr) {
 		c := gerr.Code
 		return (c >= 400 && c < 500 && c != http.StatusRequestTimeout) || c == http.StatusServiceUnavailable
@@ -60,7 +58,7 @@ func definite(err error) bool {
 
 // isUnauthenticated reports a 401: the token was refused.
 func isUnauthenticated(err error) bool {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	return errors.As(err, &gerr) && gerr.Code == http.StatusUnauthorized
 }
 
@@ -68,7 +66,7 @@ func isUnauthenticated(err error) bool {
 // server asked us to wait. 408, 429 and 5xx are, as are transport failures;
 // 400, 401, 403 and 404 never are: repeating them changes nothing.
 func retryable(err error) (bool, time.Duration) {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	if errors.As(err, &gerr) {
 		switch gerr.Code {
 		case http.StatusRequestTimeout, http.StatusTooManyRequests,

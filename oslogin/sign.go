@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
-	"google.golang.org/api/googleapi"
-	oslogin "google.golang.org/api/oslogin/v1"
 )
 
 // CertificateRequest names the key to certify and the one Compute Engine
@@ -55,16 +53,16 @@ func (c *Client) SignCertificate(ctx context.Context, req CertificateRequest) (*
 	}
 	region := Region(req.Zone)
 	parent := "projects/" + req.Project + "/locations/" + region
-	body := &oslogin.SignSshPublicKeyRequest{
-		SshPublicKey:    strings.TrimSpace(req.PublicKey),
+	body := &signSSHPublicKeyRequest{
+		SSHPublicKey:    strings.TrimSpace(req.PublicKey),
 		ComputeInstance: "projects/" + req.Project + "/zones/" + req.Zone + "/instances/" + req.InstanceID,
 		ServiceAccount:  req.ServiceAccount,
 	}
-	sign := func() (*oslogin.SignSshPublicKeyResponse, error) {
-		var resp *oslogin.SignSshPublicKeyResponse
+	sign := func() (*signSSHPublicKeyResponse, error) {
+		var resp *signSSHPublicKeyResponse
 		err := c.retry(ctx, "sign certificate", func(ctx context.Context) error {
 			var err error
-			resp, err = c.svc.Projects.Locations.SignSshPublicKey(parent, body).Context(ctx).Do()
+			resp, err = c.api.signSSHPublicKey(ctx, parent, body)
 			return err
 		})
 		return resp, err
@@ -84,7 +82,7 @@ func (c *Client) SignCertificate(ctx context.Context, req CertificateRequest) (*
 	if err != nil {
 		return nil, c.explainSign(req, err)
 	}
-	cert, err := parseSigned(resp.SignedSshPublicKey, key)
+	cert, err := parseSigned(resp.SignedSSHPublicKey, key)
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate for instance %s: %w", req.InstanceID, err)
 	}
@@ -96,9 +94,7 @@ func (c *Client) SignCertificate(ctx context.Context, req CertificateRequest) (*
 func (c *Client) provision(ctx context.Context, project, region string) error {
 	name := c.user + "/projects/" + project
 	err := c.retry(ctx, "provision POSIX account", func(ctx context.Context) error {
-		_, err := c.svc.Users.Projects.ProvisionPosixAccount(name,
-			&oslogin.ProvisionPosixAccountRequest{Regions: []string{region}}).Context(ctx).Do()
-		return err
+		return c.api.provisionPosixAccount(ctx, name, &provisionPosixAccountRequest{Regions: []string{region}})
 	})
 	if err != nil {
 		return c.explain("provision POSIX account", err)
@@ -110,21 +106,21 @@ func (c *Client) provision(ctx context.Context, project, region string) error {
 // accepts only the cloud-platform scope, and a 403 stands for either of
 // two missing grants that Google does not tell apart.
 func (c *Client) explainSign(req CertificateRequest, err error) error {
-	var gerr *googleapi.Error
+	var gerr *apiError
 	if !errors.As(err, &gerr) || gerr.Code != http.StatusForbidden {
 		return c.explain("sign certificate", err)
 	}
 	op := "sign certificate for instance " + req.InstanceID + " in " + req.Project + "/" + req.Zone
 	if insufficientScopes(gerr) {
 		return fmt.Errorf("%s: %w: signSshPublicKey accepts only the cloud-platform scope; give the credentials "+
-			"https://www.googleapis.com/auth/cloud-platform (on a VM, its access scopes): %w", op, ErrScopes, apiError{gerr})
+			"https://www.googleapis.com/auth/cloud-platform (on a VM, its access scopes): %w", op, ErrScopes, gerr)
 	}
 	actAs := "the instance has no service account, so no actAs is needed"
 	if req.ServiceAccount != "" {
 		actAs = "roles/iam.serviceAccountUser (iam.serviceAccounts.actAs) on the instance's service account " + req.ServiceAccount
 	}
 	return fmt.Errorf("%s: %w: %s needs roles/compute.osLogin (or osAdminLogin) on the instance or project, and %s: %w",
-		op, ErrPermission, c.account, actAs, apiError{gerr})
+		op, ErrPermission, c.account, actAs, gerr)
 }
 
 // parseSigned reads signedSshPublicKey, "<type>-cert-v01@openssh.com
