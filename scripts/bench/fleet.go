@@ -4,11 +4,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -46,15 +48,18 @@ type FleetResult struct {
 	// GoogleCalls are compute.*, metadata.token and oauth2.token requests
 	// during the timed connections of each path (the first connection to
 	// each VM, a warm-up, is not among them).
-	GoogleCalls    map[string]map[string]int `json:"google_calls_after_first"`
-	FirstCalls     map[string]int            `json:"google_calls_first_connections"`
-	Relay          *RelayAnsible             `json:"ansible_over_relay,omitempty"`
-	Certs          *CertResult               `json:"certificates,omitempty"`
-	LoadAvgBefore  string                    `json:"loadavg_before"`
-	LoadAvgAfter   string                    `json:"loadavg_after"`
-	Notes          []string                  `json:"notes,omitempty"`
-	GcloudVersion  string                    `json:"gcloud_version,omitempty"`
-	AnsibleVersion string                    `json:"ansible_version,omitempty"`
+	GoogleCalls map[string]map[string]int `json:"google_calls_after_first"`
+	FirstCalls  map[string]int            `json:"google_calls_first_connections"`
+	// Components are the parts of a set-up run alone, medians in seconds:
+	// sshd's AuthorizedKeysCommand, the proxy processes with stdin at EOF.
+	Components     map[string]float64 `json:"components_median_s,omitempty"`
+	Relay          *RelayAnsible      `json:"ansible_over_relay,omitempty"`
+	Certs          *CertResult        `json:"certificates,omitempty"`
+	LoadAvgBefore  string             `json:"loadavg_before"`
+	LoadAvgAfter   string             `json:"loadavg_after"`
+	Notes          []string           `json:"notes,omitempty"`
+	GcloudVersion  string             `json:"gcloud_version,omitempty"`
+	AnsibleVersion string             `json:"ansible_version,omitempty"`
 }
 
 // RelayAnsible compares a playbook over IAP-only VMs with gcloud's tunnel
@@ -353,6 +358,9 @@ func (b *bench) fleetBench() (*FleetResult, error) {
 		res.SetupMedianS[p] = median(v)
 	}
 	b.progress("  fleet: ssh true medians %v", res.SetupMedianS)
+	if res.Components, err = b.components(f, hasGcloud, res.SetupN); err != nil {
+		return nil, err
+	}
 
 	// Issue 10 on the same fleet: signing per Ansible run, then set-up with
 	// a cached certificate against a key VM.
@@ -406,6 +414,58 @@ func (b *bench) fleetBench() (*FleetResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// components times the pieces of a set-up alone, interleaved: sshd's
+// AuthorizedKeysCommand (the emulator binary asking the metadata server,
+// run by sshd on every key login), the agent's proxy in stdio mode and
+// gcloud's start-iap-tunnel, both with stdin at EOF (process start, lookup,
+// connect, exit).
+func (b *bench) components(f *fleetEnv, gcloud bool, n int) (map[string]float64, error) {
+	cmds := map[string]func() *exec.Cmd{
+		"sshd's AuthorizedKeysCommand (emulator authorized-keys)": func() *exec.Cmd {
+			return exec.Command(b.emulatorBin, "authorized-keys", "--metadata-host", f.e.Host, "--instance", "ext-1", b.user.name)
+		},
+		"oslogin-agent proxy (stdio), IAP-only VM, stdin at EOF": func() *exec.Cmd {
+			return exec.Command(b.agentBin, "proxy", "--project", f.project, "iap-1", fmt.Sprint(f.vms["iap-1"].srv.Port))
+		},
+		"oslogin-agent proxy (stdio), external-address VM, stdin at EOF": func() *exec.Cmd {
+			return exec.Command(b.agentBin, "proxy", "--project", f.project, "ext-1", fmt.Sprint(f.vms["ext-1"].srv.Port))
+		},
+	}
+	if gcloud {
+		cmds["gcloud start-iap-tunnel, stdin at EOF"] = func() *exec.Cmd {
+			return exec.Command("gcloud", "compute", "start-iap-tunnel", "iap-1", fmt.Sprint(f.vms["iap-1"].srv.Port), "--listen-on-stdin",
+				"--zone", f.zone, "--project", f.project, "--iap-tunnel-url-override="+f.wssURL, "--verbosity=warning")
+		}
+	}
+	var names []string
+	for name := range cmds {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	times := map[string][]float64{}
+	for r := range n {
+		for i := range names {
+			name := names[i]
+			if r%2 == 1 {
+				name = names[len(names)-1-i]
+			}
+			cmd := cmds[name]()
+			cmd.Env = f.env
+			t := time.Now()
+			if err := runQuiet(cmd); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			times[name] = append(times[name], time.Since(t).Seconds())
+		}
+	}
+	med := map[string]float64{}
+	for name, v := range times {
+		med[name] = median(v)
+	}
+	b.progress("  fleet: components %v", med)
+	return med, nil
 }
 
 // certABBA times `ssh vm true` to a certificate-only VM whose certificate
@@ -619,6 +679,13 @@ func (r *FleetResult) print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "  first connection of each path asked Google: %v\n", r.FirstCalls)
+	if len(r.Components) > 0 {
+		fmt.Fprintf(w, "  pieces alone (median of %d):\n", r.SetupN)
+		names := slices.Sorted(maps.Keys(r.Components))
+		for _, n := range names {
+			fmt.Fprintf(w, "    %-66s %.3f s\n", n, r.Components[n])
+		}
+	}
 	if d := r.SetupMedianS[pathDirect]; d > 0 {
 		fmt.Fprintf(w, "  fdpass (external VM) / direct ssh: %.3f (goal ≤ 1.15)\n", r.SetupMedianS[pathFdDirect]/d)
 	}

@@ -10,7 +10,15 @@
 //     agent against real sshd instances whose AuthorizedKeysCommand asks the
 //     emulator;
 //   - OS Login calls per connection and per hour of running;
-//   - memory (VmRSS) of both agents idle and under 64 clients.
+//   - memory (VmRSS) of both agents idle and under 64 clients;
+//   - the IAP tunnel: bulk throughput and `ssh vm true` through gcloud's
+//     start-iap-tunnel, package iaptunnel and a direct connection;
+//   - a fleet of emulated VMs (fleet.go, issues 9 and 10): `ssh vm true`
+//     through `oslogin-agent proxy --fdpass` against direct ssh and gcloud's
+//     tunnel, Google calls per connection after the first, an Ansible
+//     playbook over IAP-only VMs with each ProxyCommand, and OS Login
+//     certificates: signing calls per Ansible run and over time, set-up
+//     with a cached certificate against a key VM.
 //
 // The two agents are measured alternately (ABBA order across rounds) so that
 // machine noise hits both alike. It prints a table with the targets of
