@@ -426,6 +426,9 @@ func (b *bench) components(f *fleetEnv, gcloud bool, n int) (map[string]float64,
 		"sshd's AuthorizedKeysCommand (emulator authorized-keys)": func() *exec.Cmd {
 			return exec.Command(b.emulatorBin, "authorized-keys", "--metadata-host", f.e.Host, "--instance", "ext-1", b.user.name)
 		},
+		"oslogin-agent --version (process start and exit alone)": func() *exec.Cmd {
+			return exec.Command(b.agentBin, "--version")
+		},
 		"oslogin-agent proxy (stdio), IAP-only VM, stdin at EOF": func() *exec.Cmd {
 			return exec.Command(b.agentBin, "proxy", "--project", f.project, "iap-1", fmt.Sprint(f.vms["iap-1"].srv.Port))
 		},
