@@ -10,7 +10,15 @@
 //     agent against real sshd instances whose AuthorizedKeysCommand asks the
 //     emulator;
 //   - OS Login calls per connection and per hour of running;
-//   - memory (VmRSS) of both agents idle and under 64 clients.
+//   - memory (VmRSS) of both agents idle and under 64 clients;
+//   - the IAP tunnel: bulk throughput and `ssh vm true` through gcloud's
+//     start-iap-tunnel, package iaptunnel and a direct connection;
+//   - a fleet of emulated VMs (fleet.go, issues 9 and 10): `ssh vm true`
+//     through `oslogin-agent proxy --fdpass` against direct ssh and gcloud's
+//     tunnel, Google calls per connection after the first, an Ansible
+//     playbook over IAP-only VMs with each ProxyCommand, and OS Login
+//     certificates: signing calls per Ansible run and over time, set-up
+//     with a cached certificate against a key VM.
 //
 // The two agents are measured alternately (ABBA order across rounds) so that
 // machine noise hits both alike. It prints a table with the targets of
@@ -66,6 +74,9 @@ type bench struct {
 	logins       int
 	ansibleRuns  int
 	costMin      time.Duration
+	certHour     time.Duration
+	fleetLogins  int
+	certPairs    int
 	loginKeyType signer.KeyType
 	skip         map[string]bool
 	out          io.Writer // progress lines
@@ -114,7 +125,10 @@ func run(args []string) int {
 		logins   = fs.Int("logins", 20, "logins (ssh host true) per agent")
 		ansible  = fs.Int("ansible", 3, "Ansible playbook runs per agent (0: none)")
 		costMin  = fs.Duration("api-cost-min", 60*time.Second, "minimum running time of the API-cost agent")
-		skip     = fs.String("skip", "", "comma-separated parts to skip: sign,start,logins,ansible,api,tunnel")
+		certHour = fs.Duration("cert-hour", 150*time.Second, "continuous use of certificate-only VMs with 60 s certificates (0: none)")
+		fleetN   = fs.Int("fleet-logins", 10, "fleet: `ssh vm true` per path")
+		pairs    = fs.Int("cert-pairs", 20, "fleet: ABBA pairs, cached certificate against key VM")
+		skip     = fs.String("skip", "", "comma-separated parts to skip: sign,start,logins,ansible,api,tunnel,fleet")
 		quiet    = fs.Bool("q", false, "no progress lines")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -125,7 +139,8 @@ func run(args []string) int {
 	}
 	b := &bench{
 		smoke: *smoke, rounds: *rounds, signDur: *signDur, startRuns: *starts,
-		logins: *logins, ansibleRuns: *ansible, costMin: *costMin,
+		logins: *logins, ansibleRuns: *ansible, costMin: *costMin, certHour: *certHour,
+		fleetLogins: *fleetN, certPairs: *pairs,
 		loginKeyType: signer.Ed25519, skip: map[string]bool{}, out: os.Stderr,
 	}
 	if *quiet {
@@ -133,6 +148,7 @@ func run(args []string) int {
 	}
 	if b.smoke {
 		b.rounds, b.signDur, b.startRuns, b.logins, b.ansibleRuns, b.costMin = 1, 150*time.Millisecond, 1, 2, 0, 0
+		b.fleetLogins, b.certPairs, b.certHour = 1, 1, 0
 	}
 	for _, s := range strings.Split(*clients, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -155,8 +171,8 @@ func run(args []string) int {
 			b.skip[s] = true
 		}
 	}
-	if b.rounds < 1 || b.signDur <= 0 || b.startRuns < 1 || b.logins < 1 {
-		fmt.Fprintln(os.Stderr, "bench: --rounds, --duration, --starts and --logins must be positive")
+	if b.rounds < 1 || b.signDur <= 0 || b.startRuns < 1 || b.logins < 1 || b.fleetLogins < 1 || b.certPairs < 1 {
+		fmt.Fprintln(os.Stderr, "bench: --rounds, --duration, --starts, --logins, --fleet-logins and --cert-pairs must be positive")
 		return 2
 	}
 
@@ -262,6 +278,17 @@ func (b *bench) run() (*Report, error) {
 		b.progress("IAP tunnel: gcloud, iaptunnel and direct TCP through the emulator's relay")
 		if rep.Tunnel, err = b.tunnelBench(); err != nil {
 			return nil, fmt.Errorf("tunnel: %w", err)
+		}
+	}
+	if !b.skip["fleet"] {
+		b.progress("fleet: proxy --fdpass, gcloud and direct set-up, Google calls, Ansible over the relay, certificates")
+		if b.skip["ansible"] {
+			b.ansibleRuns = 0
+		}
+		if _, err := os.Stat(sshd.Binary); err != nil {
+			b.progress("  " + sshd.Binary + " is not installed; fleet skipped")
+		} else if rep.Fleet, err = b.fleetBench(); err != nil {
+			return nil, fmt.Errorf("fleet: %w", err)
 		}
 	}
 	if cost != nil {

@@ -101,13 +101,20 @@ type oslAgent struct {
 // and waits until it printed its shell lines and its socket answers a list
 // request. logs is where its log records go ("" keeps them with stderr).
 func (b *bench) startOslAgent(e *emu, sock, logs string, extra ...string) (*oslAgent, error) {
+	return b.startOslAgentEnv(e, sock, logs, nil, extra...)
+}
+
+// startOslAgentEnv is startOslAgent with more environment variables (such
+// as OSLOGIN_EMULATOR_HOST, which makes the emulator its Compute API and
+// IAP relay too).
+func (b *bench) startOslAgentEnv(e *emu, sock, logs string, env []string, extra ...string) (*oslAgent, error) {
 	args := []string{"-D", "-s", "-a", sock, "--endpoint", e.URL}
 	if logs != "" {
 		args = append(args, "--log-file", logs)
 	}
 	args = append(args, extra...)
 	cmd := exec.Command(b.agentBin, args...)
-	cmd.Env = cleanEnv(b.home, e.Host)
+	cmd.Env = cleanEnv(b.home, e.Host, env...)
 	errLog := sock + ".stderr"
 	ef, err := os.Create(errLog)
 	if err != nil {

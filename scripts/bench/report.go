@@ -26,6 +26,7 @@ type Report struct {
 	Tunnel      *TunnelResult  `json:"tunnel,omitempty"`
 	Ansible     *AnsibleResult `json:"ansible,omitempty"`
 	APIHour     *APIHour       `json:"api_cost_per_hour,omitempty"`
+	Fleet       *FleetResult   `json:"fleet,omitempty"`
 	Targets     []Target       `json:"targets"`
 }
 
@@ -126,6 +127,9 @@ func (r *Report) judge() {
 	if a := r.Ansible; a != nil {
 		add("OS Login calls during the Ansible runs", fmt.Sprint(a.APICalls), "0", a.APICalls == 0)
 	}
+	if r.Fleet != nil {
+		r.Fleet.judge(add)
+	}
 	for _, m := range r.Memory {
 		if m.Agent != nameOsl {
 			continue
@@ -222,8 +226,12 @@ func (r *Report) print(w io.Writer) {
 			h.DefaultsLow, h.DefaultsHigh, h.TokenFetches)
 	}
 
+	if f := r.Fleet; f != nil {
+		f.print(w)
+	}
+
 	if len(r.Targets) > 0 {
-		fmt.Fprintf(w, "\nTargets (issue 5)\n")
+		fmt.Fprintf(w, "\nTargets (issues 5, 9, 10)\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, t := range r.Targets {
 			mark := "MISS"
