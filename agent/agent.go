@@ -39,6 +39,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -119,6 +120,7 @@ type KeyInfo struct {
 // with New, then call Start, Run, Serve and finally Close.
 type Agent struct {
 	reg          Registrar
+	serviceSkew  atomic.Int64 // the Registrar's clock less this host's, in ns (see ServerClock)
 	keyType      signer.KeyType
 	ttl          time.Duration
 	rotate       time.Duration
@@ -248,7 +250,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	if opts.Certificates.enabled() {
-		a.certs = newCertStore(opts.Certificates, a.log, a.now)
+		a.certs = newCertStore(opts.Certificates, a.log, a.serviceNow)
 	}
 	if a.dests != nil {
 		a.helperExe = resolveHelperExe(opts.HelperExecutable)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -384,5 +385,65 @@ func TestCertUnusedDropped(t *testing.T) {
 	}
 	if n := len(env.ta.logs.find(warning)); n != 1 {
 		t.Errorf("%d refusal warnings, want 1", n)
+	}
+}
+
+// clockedRegistrar is a fake registrar whose service clock runs ahead of
+// the agent's by a fixed amount, as OS Login's Date header would show.
+type clockedRegistrar struct {
+	*fakeRegistrar
+	local func() time.Time
+	ahead time.Duration
+}
+
+func (r clockedRegistrar) ServerTime() (server, local time.Time, ok bool) {
+	l := r.local()
+	return l.Add(r.ahead), l, true
+}
+
+// TestCertFreshnessInServiceClock: with OS Login's clock 2 minutes ahead of
+// this host's, a certificate (valid in OS Login's clock) is renewed when
+// it nears its end there, not 2 minutes later by the host's clock, when
+// VMs would already refuse it.
+func TestCertFreshnessInServiceClock(t *testing.T) {
+	const ahead = 2 * time.Minute
+	clk := &clock{t: time.Now()}
+	service := func() time.Time { return clk.now().Add(ahead) }
+	ca := &fakeCertifier{ca: newHostKey(t, "ed25519"), now: service, lifetime: 5 * time.Minute}
+	host := newHostKey(t, "ed25519")
+	targets := fakeTargets{string(host.PublicKey().Marshal()): {Project: "p", Zone: "z-a", Name: "cert", ID: "1", CertificateRequired: true}}
+	a, err := New(Options{Registrar: clockedRegistrar{newFakeRegistrar(), clk.now, ahead}, Now: clk.now,
+		Logger: slog.New(newRecorder()), Certificates: CertOptions{Mode: CertAuto, Targets: targets, Certifier: ca}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(context.Background()) })
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	path := serve(t, a)
+	list := func() []byte {
+		c := client(t, path)
+		id := sid(1, 32)
+		if _, err := c.Extension(extSessionBind, bindRequest(t, host, id, id, false)); err != nil {
+			t.Fatal(err)
+		}
+		keys, err := c.List()
+		if err != nil || len(keys) != 2 {
+			t.Fatalf("list: %v %v", keys, err)
+		}
+		return keys[0].Blob
+	}
+	first := list()
+	// The certificate is valid for 5 minutes (and 30 s back) in OS Login's
+	// clock and is offered until 30 s before its end.
+	clk.advance(4 * time.Minute)
+	if string(list()) != string(first) {
+		t.Fatalf("renewed too early (%d calls)", ca.calls.Load())
+	}
+	// 29 s left in OS Login's clock; by the host's clock, 2m29s.
+	clk.advance(31 * time.Second)
+	if string(list()) == string(first) || ca.calls.Load() != 2 {
+		t.Fatalf("certificate with 29 s left in OS Login's clock still offered (%d signing calls); the host's clock is 2 minutes behind", ca.calls.Load())
 	}
 }

@@ -47,6 +47,7 @@ func (a *Agent) observeServerClock() (serverAt time.Time, ok bool) {
 		return server, true
 	}
 	l.skew = skew
+	a.serviceSkew.Store(int64(skew))
 	a.mu.Lock()
 	for _, k := range a.keys {
 		if !k.serverExpiry.IsZero() {
@@ -78,6 +79,14 @@ func (a *Agent) observeServerClock() (serverAt time.Time, ok bool) {
 		l.skewWarned = false
 	}
 	return server, true
+}
+
+// serviceNow is the login service's time by this host's clock and the
+// last measured skew. Certificates are valid in the signing service's
+// clock (and the VMs'), so their freshness is judged in it, like key
+// expiries; it is safe to call without any lock.
+func (a *Agent) serviceNow() time.Time {
+	return a.now().Add(time.Duration(a.serviceSkew.Load()))
 }
 
 // serverExpiry converts a local expiry to the service's clock for sending.
