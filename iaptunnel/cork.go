@@ -82,6 +82,7 @@ func corkingClient(hc *http.Client, cc **corkConn) *http.Client {
 		rt = http.DefaultTransport
 	}
 	t, ok := rt.(*http.Transport)
+	//lint:ignore SA1019 a caller's own (deprecated) TLS dialer must be respected, not bypassed
 	if !ok || t.DialTLSContext != nil || t.DialTLS != nil {
 		return hc
 	}

@@ -129,20 +129,19 @@ type fleetVM struct {
 
 // fleetEnv is a running fleet.
 type fleetEnv struct {
-	e           *emu
-	tls         *httptest.Server
-	wssURL      string
-	caFile      string
-	tokenFile   string
-	project     string
-	zone        string
-	agent       *oslAgent
-	vms         map[string]*fleetVM
-	dir         string
-	knownHosts  string
-	env         []string          // for ssh, gcloud and ansible
-	configs     map[string]string // ssh_config per way of connecting: direct, agent, gcloud
-	googleCalls func() map[string]int
+	e          *emu
+	tls        *httptest.Server
+	wssURL     string
+	caFile     string
+	tokenFile  string
+	project    string
+	zone       string
+	agent      *oslAgent
+	vms        map[string]*fleetVM
+	dir        string
+	knownHosts string
+	env        []string          // for ssh, gcloud and ansible
+	configs    map[string]string // ssh_config per way of connecting: direct, agent, gcloud
 }
 
 func isGoogleCall(m string) bool {
