@@ -184,18 +184,7 @@ func TestAgentCertificatesAnsible(t *testing.T) {
 		"-o", "BatchMode=yes", "-o", "ConnectTimeout=20"}
 
 	base := v.scratch(t)
-	// ControlPath sockets must fit in 108 bytes: keep their directory short.
-	cp, err := os.MkdirTemp("", "cp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		entries, _ := os.ReadDir(cp)
-		for _, e := range entries {
-			exec.Command("ssh", "-O", "exit", "-o", "ControlPath="+filepath.Join(cp, e.Name()), "x").Run()
-		}
-		os.RemoveAll(cp)
-	})
+	cp := controlPathDir(t)
 	var inv strings.Builder
 	inv.WriteString("[vms]\n")
 	for _, f := range vms {

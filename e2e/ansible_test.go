@@ -51,18 +51,7 @@ func TestAnsible(t *testing.T) {
 	}
 	dir := t.TempDir()
 	base := v.scratch(t)
-	// ControlPath sockets must fit in 108 bytes: keep their directory short.
-	cp, err := os.MkdirTemp("", "cp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		entries, _ := os.ReadDir(cp)
-		for _, e := range entries {
-			exec.Command("ssh", "-O", "exit", "-o", "ControlPath="+filepath.Join(cp, e.Name()), "x").Run()
-		}
-		os.RemoveAll(cp)
-	})
+	cp := controlPathDir(t)
 
 	var inv strings.Builder
 	inv.WriteString("[vms]\n")
@@ -126,4 +115,23 @@ pipelining = True
 	if keys := v.emu.Emulator.Keys(v.email); len(keys) != 0 {
 		t.Fatalf("%d keys left at OS Login after the run", len(keys))
 	}
+}
+
+// controlPathDir is a directory for ssh ControlPath sockets, short enough
+// for their 108-byte limit; the masters in it are stopped when the test
+// ends.
+func controlPathDir(t *testing.T) string {
+	t.Helper()
+	cp, err := os.MkdirTemp("", "cp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		entries, _ := os.ReadDir(cp)
+		for _, e := range entries {
+			exec.Command("ssh", "-O", "exit", "-o", "ControlPath="+filepath.Join(cp, e.Name()), "x").Run()
+		}
+		os.RemoveAll(cp)
+	})
+	return cp
 }

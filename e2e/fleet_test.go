@@ -329,18 +329,7 @@ func (f *fleet) readmeRecipe(t *testing.T, hosts []*fleetHost) {
 	dir := t.TempDir()
 	home := t.TempDir()
 	base := f.v.scratch(t)
-	// ControlPath sockets must fit in 108 bytes: keep their directory short.
-	cp, err := os.MkdirTemp("", "cp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		entries, _ := os.ReadDir(cp)
-		for _, e := range entries {
-			exec.Command("ssh", "-O", "exit", "-o", "ControlPath="+filepath.Join(cp, e.Name()), "x").Run()
-		}
-		os.RemoveAll(cp)
-	})
+	cp := controlPathDir(t)
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
